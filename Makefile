@@ -1,0 +1,44 @@
+# brainrecon: `make reproduce` runs the main job, `make test` runs every test.
+# Both create .venv on first use and reinstall when requirements.txt or setup.py change.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.brainrecon-installed
+NBDEV_TEST_FLAGS ?=
+
+.PHONY: venv test check-sync nbtest pytest reproduce export bench
+
+$(STAMP): requirements.txt setup.py settings.ini
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -r requirements.txt
+	$(BIN)/python -m pip install --no-deps -e .
+	touch $@
+
+venv: $(STAMP)
+
+## The test command: library == notebooks, clean notebooks, notebook tests, then tests/.
+test: venv
+	$(BIN)/python tests/check_sync.py
+	$(MAKE) nbtest pytest
+
+check-sync: venv
+	$(BIN)/python tests/check_sync.py
+
+# Experiment notebooks are run by `brainrecon reproduce` (and its fast test in tests/), not here.
+nbtest: venv
+	$(BIN)/nbdev_test --n_workers 2 --skip_folder_re '^(_|\.|experiments)' $(NBDEV_TEST_FLAGS)
+
+pytest: venv
+	$(BIN)/python -m pytest tests
+
+## The main job: the papermill reproduction on the mini world, writing figures/.
+reproduce: venv
+	$(BIN)/brainrecon reproduce
+
+## After editing nbs/: regenerate brainrecon/ and strip notebook noise.
+export: venv
+	$(BIN)/nbdev_export && $(BIN)/nbdev_clean
+
+bench: venv
+	for b in bench/*.py; do $(BIN)/python $$b || exit 1; done
