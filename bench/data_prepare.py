@@ -6,10 +6,11 @@ measures, each in a fresh process:
   - baseline: reading each betas file once (gzip decompression / HDF5 read, nothing kept),
   - `prepare_subject` over those sessions, writing its cache (checksums included):
     seconds per session and peak RSS.
-Prints the ratio prepare/baseline per session (1.0 = bounded by file reading) and the peak
-RSS projected to a whole subject (37 sessions) from the measured parts.
+Prints the ratio prepare/baseline per session (1.0 = bounded by file reading). With
+`--whole-subject` (default) it then links sessions 3..37 to the written files and measures a
+whole subject's 37 sessions (27,750 trials) the same way: the goal is a peak RSS under 2 GB.
 
-    python bench/data_prepare.py [--sessions 2] [--format nii.gz|hdf5] [--dir DIR]
+    python bench/data_prepare.py [--sessions 2] [--format nii.gz|hdf5] [--no-whole-subject] [--dir DIR]
 """
 import argparse
 import json
@@ -86,6 +87,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--sessions", type=int, default=2)
     ap.add_argument("--format", choices=data.BETAS_FORMATS, default="nii.gz")
+    ap.add_argument("--whole-subject", action=argparse.BooleanOptionalAction, default=True,
+                    help="also measure 37 sessions (links to the written files)")
     ap.add_argument("--dir", type=Path, default=None, help="where to write the temporary NSD tree")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory(dir=args.dir) as tmp:
@@ -95,19 +98,21 @@ def main() -> None:
         size = sum(data.betas_path(root, 1, s, args.format).stat().st_size for s in range(1, args.sessions + 1))
         base = child(root, "read", args.sessions)
         prep = child(root, "prepare", args.sessions)
-    n = args.sessions
-    print(f"\nformat {args.format}, {n} session(s), {size / n / 2**20:.0f} MiB per file on disk")
-    print(f"baseline, read files only : {base['seconds'] / n:6.2f} s/session, peak RSS {base['peak_rss_mb']:6.0f} MB")
-    print(f"prepare_subject           : {prep['seconds'] / n:6.2f} s/session, peak RSS {prep['peak_rss_mb']:6.0f} MB")
-    print(f"ratio prepare / read      : {prep['seconds'] / base['seconds']:.2f}x")
-    # Whole subject: what grows with sessions is the int16 trial store; the averages grow with images.
-    per_trial = N_ROI * 2 / 2**20
-    trials_37, images_37 = 37 * TRIALS, 8859 + 982
-    fixed = prep["peak_rss_mb"] - n * TRIALS * per_trial - sum(prep["shapes"][k][0] for k in ("train_fmri", "test_fmri")) * N_ROI * 4 / 2**20
-    projected = fixed + trials_37 * per_trial + images_37 * N_ROI * 4 / 2**20
-    print(f"projected peak RSS, 37 sessions ({trials_37} trials, {images_37} images): {projected:.0f} MB "
-          f"(measured minus this run's trial store and averages, plus a whole subject's; goal < 2048 MB)")
-
+        rows = [("baseline: read files only", args.sessions, base), ("prepare_subject", args.sessions, prep)]
+        if args.whole_subject:
+            for s in range(args.sessions + 1, 38):      # sessions 3..37 reuse the written files
+                link = data.betas_path(root, 1, s, args.format)
+                link.symlink_to(data.betas_path(root, 1, (s - 1) % args.sessions + 1, args.format))
+            rows += [("baseline, 37 sessions", 37, child(root, "read", 37)),
+                     ("prepare_subject, 37 sessions", 37, child(root, "prepare", 37))]
+    print(f"\nformat {args.format}, {size / args.sessions / 2**20:.0f} MiB per session file on disk, subj01 geometry")
+    for name, n, r in rows:
+        print(f"{name:30s}: {r['seconds'] / n:6.2f} s/session, peak RSS {r['peak_rss_mb']:6.0f} MB"
+              + (f"  shapes {r['shapes']}" if "shapes" in r else ""))
+    for i in range(0, len(rows), 2):
+        print(f"ratio prepare / read ({rows[i][1]} sessions): {rows[i + 1][2]['seconds'] / rows[i][2]['seconds']:.2f}x")
+    if args.whole_subject:
+        print(f"whole-subject peak RSS {rows[3][2]['peak_rss_mb']:.0f} MB (goal < 2048 MB)")
 
 if __name__ == "__main__":
     main()

@@ -1,7 +1,8 @@
 """Fail when `brainrecon/` is not what `nbdev_export` makes of `nbs/`, or a notebook is not clean.
 
-Works on a temporary copy, so it never rewrites the working tree: a hand edit of
-`brainrecon/*.py` is reported, not overwritten.
+Exports a temporary copy of the notebooks into an empty library folder, so it never rewrites
+the working tree: a hand edit of `brainrecon/*.py` is reported, not overwritten, and a module
+that no notebook makes is reported too.
 """
 import filecmp
 import shutil
@@ -24,7 +25,6 @@ def main() -> int:
         tmp = Path(tmp)
         shutil.copy2(ROOT / "settings.ini", tmp / "settings.ini")
         shutil.copytree(ROOT / "nbs", tmp / "nbs", ignore=shutil.ignore_patterns(".ipynb_checkpoints"))
-        shutil.copytree(ROOT / "brainrecon", tmp / "brainrecon", ignore=shutil.ignore_patterns("__pycache__"))
         for cmd in ("nbdev_export", "nbdev_clean"):
             run = subprocess.run([str(BIN / cmd)], cwd=tmp, capture_output=True, text=True)
             if run.returncode:
