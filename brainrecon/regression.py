@@ -21,9 +21,10 @@ DEFAULT_ALPHAS = tuple(np.logspace(1, 6, 10).round(4))
 
 # %% auto #0
 __all__ = ['log', 'DEFAULT_ALPHAS', 'gram', 'eigh', 'center_gram', 'gcv_errors', 'loo_errors', 'dual_weights', 'RidgeDecoder',
-           'renormalize_predictions', 'save_ridge', 'load_ridge', 'encoder_spec', 'subject_tokens', 'fit_subject']
+           'renormalize_predictions', 'save_ridge', 'load_ridge', 'encoder_spec', 'subject_tokens', 'fit_subject',
+           'voxel_statistics', 'predict_ridge']
 
-# %% ../nbs/04_regression.ipynb #71ccb0f6
+# %% ../nbs/04_regression.ipynb #54339814
 def gram(X: torch.Tensor) -> torch.Tensor:
     "`X X^T` for `X` `(n, p)`: BLAS syrk on the CPU (half the flops of a general product), a matmul on CUDA."
     if X.device.type == "cpu" and X.dtype in (torch.float32, torch.float64):
@@ -57,7 +58,7 @@ def center_gram(G: torch.Tensor) -> torch.Tensor:
     G -= m[None, :].to(G.dtype); G -= m[:, None].to(G.dtype); G += m.mean().to(G.dtype)
     return G
 
-# %% ../nbs/04_regression.ipynb #22a9187e
+# %% ../nbs/04_regression.ipynb #d6b77c39
 def gcv_errors(s: torch.Tensor, R: torch.Tensor, outside: torch.Tensor, n: int, alphas: Sequence[float],
                intercept: bool) -> torch.Tensor:
     """Generalised CV error `(n_alphas, t)` from eigenvalues `s` `(r,)`, `R = U^T Yc` `(r, t)` and
@@ -90,7 +91,7 @@ def dual_weights(U: torch.Tensor, s: torch.Tensor, R: torch.Tensor, alpha: torch
     inv = 1.0 / (s.double()[:, None] + alpha.double().reshape(1, -1))        # (r, t) or (r, 1)
     return U @ (inv.to(R.dtype) * R)
 
-# %% ../nbs/04_regression.ipynb #0e0be5f3
+# %% ../nbs/04_regression.ipynb #9607b082
 class RidgeDecoder(RegressorMixin, BaseEstimator):
     """Ridge regression `Y ~ X` with alpha chosen by GCV, exact LOO or k-fold CV from one decomposition.
 
@@ -205,7 +206,7 @@ class RidgeDecoder(RegressorMixin, BaseEstimator):
             raise ValueError(f"X must be (n, {self.n_features_in_}), got {tuple(X.shape)}")
         return (X @ self._tensor(self.coef_).T + self._tensor(self.intercept_)).cpu().numpy().astype(np.float32)
 
-# %% ../nbs/04_regression.ipynb #b4a0764e
+# %% ../nbs/04_regression.ipynb #de20dd16
 def renormalize_predictions(pred: np.ndarray, train_targets: np.ndarray) -> np.ndarray:
     "TRANSDUCTIVE: standardise `pred` `(n_test, ...)` per target with its own statistics, rescale to `train_targets`'."
     flat = pred.reshape(len(pred), -1).astype(np.float64)
@@ -213,12 +214,15 @@ def renormalize_predictions(pred: np.ndarray, train_targets: np.ndarray) -> np.n
     z = (flat - flat.mean(0)) / (flat.std(0) + 1e-12)
     return (z * ref.std(0) + ref.mean(0)).astype(np.float32).reshape(pred.shape)
 
-# %% ../nbs/04_regression.ipynb #77002e89
-def save_ridge(model: RidgeDecoder, path: Path | str, **extra) -> Path:
-    "Write `path`.safetensors and `path`.json (extra JSON-able facts, e.g. token_shape, go into the JSON)."
+# %% ../nbs/04_regression.ipynb #a9b9e267
+def save_ridge(model: RidgeDecoder, path: Path | str, arrays: dict | None = None, **extra) -> Path:
+    """Write `path`.safetensors and `path`.json (extra JSON-able facts, e.g. token_shape, go into the JSON).
+
+    `arrays`: further named arrays stored beside the weights (e.g. the voxel statistics `fit_subject` z-scored with)."""
     from safetensors.numpy import save_file
     path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
     tensors = {"coef": np.ascontiguousarray(model.coef_, np.float32), "intercept": np.asarray(model.intercept_, np.float32)}
+    tensors.update({k: np.ascontiguousarray(v) for k, v in (arrays or {}).items()})
     if model.alpha_per_target: tensors["alpha"] = np.asarray(model.alpha_, np.float64)
     tmp = path.with_name(path.name + ".tmp.safetensors")
     save_file(tensors, tmp); os.replace(tmp, path.with_suffix(".safetensors"))
@@ -241,9 +245,10 @@ def load_ridge(path: Path | str) -> tuple[RidgeDecoder, dict]:
     model.coef_, model.intercept_, model.n_features_in_ = t["coef"], t["intercept"], meta["n_features_in"]
     model.alpha_ = t["alpha"] if "alpha" in t else meta["alpha"]
     model.cv_errors_ = None if meta["cv_errors"] is None else np.array(meta["cv_errors"])
+    meta["arrays"] = {k: v for k, v in t.items() if k not in ("coef", "intercept", "alpha")}
     return model, meta
 
-# %% ../nbs/04_regression.ipynb #aaa26cf5
+# %% ../nbs/04_regression.ipynb #36e274fe
 def encoder_spec(cfg) -> str:
     "The token encoder a configuration implies: the mini encoder without real weights, IP-Adapter Plus with them."
     return "mini" if cfg.models_root is None else "ip-adapter-plus"
@@ -273,6 +278,7 @@ def fit_subject(cfg, subject: int, alphas: Sequence[float] = DEFAULT_ALPHAS, cv:
         truth = load_mini_truth(cfg.nsd_path, subject)
         pick = lambda ids: truth["signal"][np.searchsorted(truth["signal_ids"], ids)]
         x_train, x_test = pick(prep.train_ids), pick(prep.test_ids)
+    voxel_mean, voxel_std = voxel_statistics(x_train)
     x_train, x_test = zscore_voxels(x_train, x_test)
     model = RidgeDecoder(alphas, cv=cv, alpha_per_target=alpha_per_target, device=resolve_device(cfg.device),
                          progress=progress).fit(x_train, y_train.reshape(len(y_train), -1))
@@ -281,7 +287,8 @@ def fit_subject(cfg, subject: int, alphas: Sequence[float] = DEFAULT_ALPHAS, cv:
     name = "ridge_oracle" if oracle else "ridge"
     out = cfg.run_dir / name / f"subj{subject:02d}"
     out.mkdir(parents=True, exist_ok=True)
-    save_ridge(model, out / "model", token_shape=list(y_test.shape[1:]), subject=subject, sessions=list(prep.sessions))
+    save_ridge(model, out / "model", arrays=dict(voxel_mean=voxel_mean, voxel_std=voxel_std),
+               token_shape=list(y_test.shape[1:]), subject=subject, sessions=list(prep.sessions), n_voxels=prep.n_voxels)
     np.save(out / "test_pred.npy", pred)
     np.save(out / "test_ids.npy", prep.test_ids)
     summary = dict(subject=subject, oracle=oracle, renormalized=renormalize, n_train=len(y_train), n_test=len(y_test),
@@ -290,3 +297,20 @@ def fit_subject(cfg, subject: int, alphas: Sequence[float] = DEFAULT_ALPHAS, cv:
                    token_r2=float(1 - ((pred - y_test) ** 2).sum() / ((y_test - y_train.mean(0)) ** 2).sum()))
     (out / "summary.json").write_text(json.dumps(summary, indent=1))
     return summary
+
+def voxel_statistics(train: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    "Per-voxel mean and std (ddof=1) of `train`, float64, as `zscore_voxels` uses them (std 0 -> inf)."
+    mean, std = train.mean(0, dtype=np.float64), train.std(0, ddof=1, dtype=np.float64)
+    std[std == 0] = np.inf
+    return mean, std
+
+def predict_ridge(folder: Path | str, fmri: np.ndarray) -> np.ndarray:
+    "Tokens `(n, *token_shape)` from raw voxels `(n, V)` (or one `(V,)`) with the RR model `fit_subject` wrote to `folder`."
+    model, meta = load_ridge(Path(folder) / "model")
+    fmri = np.asarray(fmri)
+    if fmri.ndim == 1: fmri = fmri[None]
+    if fmri.ndim != 2 or fmri.shape[1] != model.n_features_in_:
+        raise ValueError(f"expected voxels (n, {model.n_features_in_}) for this model, got {fmri.shape}")
+    stats = meta["arrays"]
+    x = ((fmri.astype(np.float64) - stats["voxel_mean"]) / stats["voxel_std"]).astype(np.float32)
+    return model.predict(x).reshape(len(x), *meta["token_shape"])
