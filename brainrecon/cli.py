@@ -16,9 +16,9 @@ from .config import Config, load_config, setup_logging
 
 # %% auto #0
 __all__ = ['app', 'ConfigOpt', 'NsdRootOpt', 'parse_sessions', 'show_config', 'mini', 'ensure_world', 'prepare', 'fit',
-           'reproduce', 'evaluate', 'models', 'main']
+           'reproduce', 'evaluate', 'models', 'main', 'federate']
 
-# %% ../nbs/99_cli.ipynb #1c7e445d
+# %% ../nbs/99_cli.ipynb #f31fc2a7
 app = typer.Typer(help="brainrecon: reconstruct seen images from fMRI (mini world by default).",
                   no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
 
@@ -40,7 +40,7 @@ def _config(config_file, **overrides) -> Config:
     try: return load_config(config_file, **overrides)
     except (ValueError, FileNotFoundError) as e: raise typer.BadParameter(str(e)) from None
 
-# %% ../nbs/99_cli.ipynb #787756dd
+# %% ../nbs/99_cli.ipynb #ace609b3
 @app.command("config")
 def show_config(config_file: Optional[Path] = ConfigOpt):
     "Print the effective configuration as YAML."
@@ -60,7 +60,7 @@ def ensure_world(cfg: Config) -> None:
     try: data.ensure_world(cfg)
     except FileNotFoundError as e: raise typer.BadParameter(str(e)) from None
 
-# %% ../nbs/99_cli.ipynb #e5d81623
+# %% ../nbs/99_cli.ipynb #f414a475
 @app.command()
 def prepare(subject: Optional[list[int]] = typer.Option(None, "--subject", "-s", help="subject(s) (default: config subjects)"),
             sessions: Optional[str] = typer.Option(None, help="sessions, e.g. 1-37 (default: all present)"),
@@ -86,7 +86,7 @@ def prepare(subject: Optional[list[int]] = typer.Option(None, "--subject", "-s",
         typer.echo(f"subject {s}: {len(prep.train_ids)} train / {len(prep.test_ids)} test images x "
                    f"{prep.n_voxels} voxels, sessions {prep.sessions[0]}-{prep.sessions[-1]} -> {cfg.prepared_dir(s)}")
 
-# %% ../nbs/99_cli.ipynb #f9229563
+# %% ../nbs/99_cli.ipynb #2b197b41
 @app.command()
 def fit(subject: Optional[list[int]] = typer.Option(None, "--subject", "-s", help="subject(s) (default: config subjects)"),
         cv: str = typer.Option("gcv", help="alpha selection: gcv, loo, a number of folds, or none (first alpha only)"),
@@ -175,3 +175,29 @@ def models(config_file: Optional[Path] = ConfigOpt,
 def main():
     "Console entry point `brainrecon`."
     app()
+
+# %% ../nbs/99_cli.ipynb #dd2f53b3
+@app.command()
+def federate(rounds: Optional[int] = typer.Option(None, help="federated rounds (default: 30 in the mini world, 600 on real NSD)"),
+             out: Optional[Path] = typer.Option(None, help="output folder (default: <run_dir>/federated)"),
+             config_file: Optional[Path] = ConfigOpt, nsd_root: Optional[Path] = NsdRootOpt):
+    """Train BG (federated, one Flower site per config subject) in Flower's one-machine simulation.
+
+    Writes OUT/rounds.csv (round, subject, bytes_sent, bytes_received, train_loss, val_similarity), OUT/subjXX/ (the
+    personalised model, the site's state, test predictions) and OUT/summary.json; rerun the same command to resume."""
+    import json
+    from brainrecon.federated import federate as run_federation
+    cfg = _config(config_file, nsd_root=nsd_root)
+    ensure_world(cfg)
+    out = out or cfg.run_dir / "federated"
+    try: table = run_federation(cfg, rounds=rounds, out=out)
+    except (FileNotFoundError, ValueError, RuntimeError) as e:
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(1)
+    last = table[table["round"] == table["round"].max()]
+    summary = json.loads((Path(out) / "summary.json").read_text())
+    for site in summary["sites"]:
+        typer.echo(f"subject {int(site['subject'])}: best validation similarity {site['val_similarity']:.3f} (round "
+                   f"{int(site['best_round'])}), test 2-way identification of tokens {site['token_identification']:.3f}")
+    typer.echo(f"{int(last['round'].iloc[0])} rounds, {last.bytes_sent.mean() / 1e6:.2f} MB up and "
+               f"{last.bytes_received.mean() / 1e6:.2f} MB down per site per round -> {out}")
