@@ -81,3 +81,75 @@ def test_killed_run_resumes_with_the_same_site_state(config):
         assert saved[s] in (k, k + 1)
         history = torch.load(out / f"subj{s:02d}" / "state.pt", weights_only=False)["history"]
         assert [h["round"] for h in history] == list(range(1, rounds + 1))
+
+
+def _free_port() -> int:
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _wait_port(port: int, timeout: float = 60) -> None:
+    import socket
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0: return
+        time.sleep(0.2)
+    raise TimeoutError(f"nothing listens on 127.0.0.1:{port}")
+
+
+def test_server_and_sites_as_separate_processes_on_loopback(config, tmp_path):
+    """flower-superlink + one flower-supernode per subject + `flwr run flower`: the server's configuration points at
+    a data folder that does not exist, so the run can only work if the voxels stay with the sites."""
+    import json
+    bin_ = Path(sys.executable).parent
+    data = config.parent / "data"
+    subprocess.run([str(bin_ / "brainrecon"), "mini", "-c", str(config)], cwd=ROOT, check=True, capture_output=True)
+    server_cfg = tmp_path / "server.yaml"
+    server_cfg.write_text(f"data_dir: {tmp_path}/no-data-here\nrun_dir: {tmp_path}/server-run\nsubjects: [1, 2]\n")
+    sites = {}
+    for s in (1, 2):
+        sites[s] = tmp_path / f"site{s}.yaml"
+        sites[s].write_text(f"data_dir: {data}\nrun_dir: {tmp_path}/site{s}-run\nsubjects: [{s}]\n")
+    home = tmp_path / "flwr-home"; home.mkdir()
+    link = _free_port()
+    (home / "config.toml").write_text(f'[superlink]\ndefault = "local"\n[superlink.local]\naddress = "127.0.0.1:{link}"\ninsecure = true\n')
+    env = {**os.environ, "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1", "FLWR_DISABLE_UPDATE_CHECK": "1",
+           "FLWR_HOME": str(home), "PATH": f"{bin_}{os.pathsep}{os.environ['PATH']}"}
+    procs = []
+    def start(*args, log):
+        procs.append(subprocess.Popen([str(bin_ / args[0]), *args[1:]], cwd=ROOT, env=env, start_new_session=True,
+                                      stdout=open(tmp_path / log, "w"), stderr=subprocess.STDOUT))
+    try:
+        start("flower-superlink", "--insecure", "--host", "127.0.0.1", "--port", str(link), log="superlink.log")
+        _wait_port(link)
+        for s in (1, 2):
+            start("flower-supernode", "--insecure", "--superlink", f"127.0.0.1:{link}", "--port", str(_free_port()),
+                  "--node-config", f'subject={s} config="{sites[s]}" out="{tmp_path}/site{s}-state"', log=f"site{s}.log")
+        out = tmp_path / "server-out"
+        run = subprocess.run([str(bin_ / "flwr"), "run", "flower", "local", "--format", "json", "--run-config",
+                              f"rounds=2 out="{out}" config="{server_cfg}"'], cwd=ROOT, env=env, capture_output=True,
+                             text=True, timeout=120)
+        assert run.returncode == 0, run.stdout + run.stderr
+        run_id = json.loads(run.stdout)["run-id"]
+        deadline, status = time.time() + 420, ""
+        while time.time() < deadline:
+            ls = subprocess.run([str(bin_ / "flwr"), "ls", "--run-id", str(run_id), "--format", "json"], cwd=ROOT, env=env,
+                                capture_output=True, text=True, timeout=60)
+            status = json.loads(ls.stdout)["runs"][0]["status"] if ls.returncode == 0 else ""
+            if status.startswith("finished"): break
+            time.sleep(2)
+        logs = "".join((tmp_path / f).read_text()[-3000:] for f in ("superlink.log", "site1.log", "site2.log"))
+        assert status == "finished:completed", f"status {status!r}\n{ls.stdout}\n{logs}"
+    finally:
+        for p in procs: _kill_session(p)
+    table = pd.read_csv(out / "rounds.csv")
+    assert sorted(zip(table["round"], table["subject"])) == [(r, s) for r in (1, 2) for s in (1, 2)]
+    assert (table.bytes_sent > 1e6).all() and (table.bytes_received > 1e6).all()
+    assert not (tmp_path / "no-data-here").exists()                     # the server never looked for data
+    assert sorted(p.name for p in out.iterdir()) == ["rounds.csv", "server.pt", "summary.json"]
+    for s in (1, 2):   # each site's model and predictions stay in the site's own folder
+        assert (tmp_path / f"site{s}-state" / f"subj{s:02d}" / "model.safetensors").is_file()
+        assert (tmp_path / f"site{s}-state" / f"subj{s:02d}" / "test_pred.npy").is_file()
