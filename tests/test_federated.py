@@ -130,7 +130,7 @@ def test_server_and_sites_as_separate_processes_on_loopback(config, tmp_path):
                   "--node-config", f'subject={s} config="{sites[s]}" out="{tmp_path}/site{s}-state"', log=f"site{s}.log")
         out = tmp_path / "server-out"
         run = subprocess.run([str(bin_ / "flwr"), "run", "flower", "local", "--format", "json", "--run-config",
-                              f"rounds=2 out="{out}" config="{server_cfg}"'], cwd=ROOT, env=env, capture_output=True,
+                              f'rounds=2 out="{out}" config="{server_cfg}"'], cwd=ROOT, env=env, capture_output=True,
                              text=True, timeout=120)
         assert run.returncode == 0, run.stdout + run.stderr
         run_id = json.loads(run.stdout)["run-id"]
