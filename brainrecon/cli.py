@@ -18,7 +18,7 @@ from .config import Config, load_config, setup_logging
 __all__ = ['app', 'ConfigOpt', 'NsdRootOpt', 'parse_sessions', 'show_config', 'mini', 'ensure_world', 'prepare', 'fit',
            'reproduce', 'evaluate', 'models', 'main', 'federate']
 
-# %% ../nbs/99_cli.ipynb #f31fc2a7
+# %% ../nbs/99_cli.ipynb #90ea2fe1
 app = typer.Typer(help="brainrecon: reconstruct seen images from fMRI (mini world by default).",
                   no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
 
@@ -40,7 +40,7 @@ def _config(config_file, **overrides) -> Config:
     try: return load_config(config_file, **overrides)
     except (ValueError, FileNotFoundError) as e: raise typer.BadParameter(str(e)) from None
 
-# %% ../nbs/99_cli.ipynb #ace609b3
+# %% ../nbs/99_cli.ipynb #b31d8b55
 @app.command("config")
 def show_config(config_file: Optional[Path] = ConfigOpt):
     "Print the effective configuration as YAML."
@@ -60,7 +60,7 @@ def ensure_world(cfg: Config) -> None:
     try: data.ensure_world(cfg)
     except FileNotFoundError as e: raise typer.BadParameter(str(e)) from None
 
-# %% ../nbs/99_cli.ipynb #f414a475
+# %% ../nbs/99_cli.ipynb #f1d0a1e5
 @app.command()
 def prepare(subject: Optional[list[int]] = typer.Option(None, "--subject", "-s", help="subject(s) (default: config subjects)"),
             sessions: Optional[str] = typer.Option(None, help="sessions, e.g. 1-37 (default: all present)"),
@@ -86,7 +86,7 @@ def prepare(subject: Optional[list[int]] = typer.Option(None, "--subject", "-s",
         typer.echo(f"subject {s}: {len(prep.train_ids)} train / {len(prep.test_ids)} test images x "
                    f"{prep.n_voxels} voxels, sessions {prep.sessions[0]}-{prep.sessions[-1]} -> {cfg.prepared_dir(s)}")
 
-# %% ../nbs/99_cli.ipynb #2b197b41
+# %% ../nbs/99_cli.ipynb #d0de3576
 @app.command()
 def fit(subject: Optional[list[int]] = typer.Option(None, "--subject", "-s", help="subject(s) (default: config subjects)"),
         cv: str = typer.Option("gcv", help="alpha selection: gcv, loo, a number of folds, or none (first alpha only)"),
@@ -114,8 +114,12 @@ def reproduce(config_file: Optional[Path] = ConfigOpt, nsd_root: Optional[Path] 
               run_dir: Optional[Path] = typer.Option(None, help="run folder (default: config run_dir)"),
               figures_dir: Optional[Path] = typer.Option(None, help="figures folder (default: config figures_dir)"),
               only: Optional[list[str]] = typer.Option(None, help="run only experiment notebooks whose name contains this"),
-              param: Optional[list[str]] = typer.Option(None, "--param", "-p", help="NAME=VALUE (YAML) for notebooks declaring NAME")):
-    "Run the experiment notebooks with papermill: executed notebooks into run_dir, figures into figures_dir."
+              param: Optional[list[str]] = typer.Option(None, "--param", "-p", help="NAME=VALUE (YAML) for notebooks declaring NAME"),
+              force: bool = typer.Option(False, help="rerun stages even when they are up to date")):
+    """Run the experiment notebooks with papermill: executed notebooks into run_dir, figures into figures_dir.
+
+    A stage whose notebook, parameters, library code and upstream stages are unchanged, and whose outputs exist, is
+    skipped; an interrupted run resumes at the first stage that did not finish."""
     from brainrecon.reproduce import reproduce as run_all
     cfg = _config(config_file, nsd_root=nsd_root, run_dir=run_dir, figures_dir=figures_dir)
     parameters = {}
@@ -124,11 +128,13 @@ def reproduce(config_file: Optional[Path] = ConfigOpt, nsd_root: Optional[Path] 
         if not eq or not name.isidentifier(): raise typer.BadParameter(f"--param {item!r}: expected NAME=VALUE")
         parameters[name] = yaml.safe_load(value)
     ensure_world(cfg)
-    try: done = run_all(cfg, only=only, parameters=parameters)
-    except RuntimeError as e:
+    try: done = run_all(cfg, only=only, parameters=parameters, force=force)
+    except (RuntimeError, ValueError) as e:
         typer.echo(f"error: {e}", err=True)
         raise typer.Exit(1)
-    for nb in done: typer.echo(f"executed {nb}")
+    for stage in done:
+        what = f"ran in {stage['seconds']:.0f} s" if stage["status"] == "ran" else "up to date, skipped"
+        typer.echo(f"{stage['name']}: {what} ({stage['notebook']})")
 
 @app.command()
 def evaluate(ground_truth: Path = typer.Argument(..., help="(n, H, W, 3) uint8 .npy of stimuli"),
@@ -176,7 +182,7 @@ def main():
     "Console entry point `brainrecon`."
     app()
 
-# %% ../nbs/99_cli.ipynb #dd2f53b3
+# %% ../nbs/99_cli.ipynb #a789b987
 @app.command()
 def federate(rounds: Optional[int] = typer.Option(None, help="federated rounds (default: 30 in the mini world, 600 on real NSD)"),
              out: Optional[Path] = typer.Option(None, help="output folder (default: <run_dir>/federated)"),

@@ -28,10 +28,10 @@ log = logging.getLogger(__name__)
 __all__ = ['log', 'MINI_BG', 'ROUND_COLUMNS', 'client_app', 'server_app', 'FLOWER_ENV', 'BGConfig', 'bg_config', 'InputLayer',
            'ResidualBlock', 'projector', 'Backbone', 'BGModel', 'make_backbone', 'backbone_parameters',
            'soft_clip_loss', 'bg_loss', 'ala_mix', 'SubjectSite', 'PrivacyError', 'check_backbone_only',
-           'load_personalised', 'predict', 'message_bytes', 'federation_settings', 'site_train', 'site_evaluate',
-           'BackboneFedAvg', 'load_server_state', 'serve_rounds', 'federate']
+           'load_personalised', 'predict', 'message_bytes', 'arrays_wire_bytes', 'federation_settings', 'site_train',
+           'site_evaluate', 'BackboneFedAvg', 'load_server_state', 'serve_rounds', 'federate']
 
-# %% ../nbs/05_federated.ipynb #acbf2995
+# %% ../nbs/05_federated.ipynb #1c50950a
 @dataclass
 class BGConfig:
     "Architecture and training settings of the BG pipeline (defaults: the thesis' real-NSD setting)."
@@ -72,7 +72,7 @@ def bg_config(cfg, **overrides) -> BGConfig:
         base = {}
     return BGConfig(**{**base, **overrides})
 
-# %% ../nbs/05_federated.ipynb #9384e236
+# %% ../nbs/05_federated.ipynb #69c67a05
 class InputLayer(nn.Sequential):
     "The private part: `(n, n_voxels)` z-scored voxels -> `(n, hidden)`."
     def __init__(self, n_voxels: int, hidden: int, dropout: float = 0.15):
@@ -117,7 +117,7 @@ def make_backbone(bg: BGConfig, seed: int | None = None) -> Backbone:
     torch.manual_seed(bg.seed if seed is None else seed)
     return Backbone(bg.hidden, bg.token_shape, bg.n_blocks, bg.projector_hidden, bg.dropout)
 
-# %% ../nbs/05_federated.ipynb #ab168b50
+# %% ../nbs/05_federated.ipynb #5b1bb2fc
 def backbone_parameters(hidden: int = 2048, token_counts: tuple[int, ...] = (16,), d: int = 768, n_blocks: int = 4,
                         projector_hidden: int = 2048) -> int:
     "Parameters of a backbone with one head (+ projector) per entry of `token_counts`, counted from the modules."
@@ -127,7 +127,7 @@ def backbone_parameters(hidden: int = 2048, token_counts: tuple[int, ...] = (16,
         projs = [projector(d, projector_hidden) for _ in token_counts]
     return sum(p.numel() for mod in (blocks, *heads, *projs) for p in mod.parameters())
 
-# %% ../nbs/05_federated.ipynb #f4ed901c
+# %% ../nbs/05_federated.ipynb #b04ddde0
 def soft_clip_loss(P: torch.Tensor, T: torch.Tensor, tau: float = 0.05) -> torch.Tensor:
     "SoftCLIP between L2-normalised `P` `(n, k)` and `T` `(n, k)`: cross-entropy to `softmax(T T^T / tau)`, both ways."
     soft = (T @ T.T / tau).softmax(-1)
@@ -141,7 +141,7 @@ def bg_loss(pred: torch.Tensor, target: torch.Tensor, mse_weight: float = 1e4, t
     P, T = F.normalize(pred.flatten(1), dim=-1), F.normalize(target.flatten(1), dim=-1)
     return 2 * mse_weight * F.mse_loss(P, T) + soft_clip_loss(P, T, tau)
 
-# %% ../nbs/05_federated.ipynb #b1087471
+# %% ../nbs/05_federated.ipynb #97ff350f
 def ala_mix(model: BGModel, global_state: dict, weights: dict | None, x: torch.Tensor, y: torch.Tensor, bg: BGConfig,
             epochs: int, generator: torch.Generator) -> dict:
     """Load `global_state` into `model.backbone`, mixing its last `bg.ala_tensors` tensors with the local ones.
@@ -177,7 +177,7 @@ def ala_mix(model: BGModel, global_state: dict, weights: dict | None, x: torch.T
         model.backbone.load_state_dict(mixed(weights))
     return {k: w.detach() for k, w in weights.items()}
 
-# %% ../nbs/05_federated.ipynb #dca29365
+# %% ../nbs/05_federated.ipynb #fdc6774f
 def _atomic_torch_save(obj, path: Path):
     tmp = path.with_name(path.name + ".tmp")
     torch.save(obj, tmp)
@@ -340,7 +340,7 @@ class SubjectSite:
         (self.folder / "summary.json").write_text(json.dumps(summary, indent=1))
         return summary
 
-# %% ../nbs/05_federated.ipynb #ff3e12e1
+# %% ../nbs/05_federated.ipynb #4245d598
 class PrivacyError(RuntimeError): "A site sent something other than the shared backbone."
 
 def check_backbone_only(keys, backbone_keys, where: str = "") -> None:
@@ -350,7 +350,7 @@ def check_backbone_only(keys, backbone_keys, where: str = "") -> None:
         extra, missing = sorted(set(keys) - set(backbone_keys)), sorted(set(backbone_keys) - set(keys))
         raise PrivacyError(f"{where}a site sent tensors outside the shared backbone {extra[:5]} (missing: {missing[:5]})")
 
-# %% ../nbs/05_federated.ipynb #07707121
+# %% ../nbs/05_federated.ipynb #edeb0ce8
 def load_personalised(folder: Path | str, device: str = "cpu") -> tuple[BGModel, dict, dict]:
     "A subject's personalised model (eval mode), its JSON facts and its voxel statistics, from `folder` (`out/subjXX`)."
     from safetensors.torch import load_file
@@ -376,7 +376,7 @@ def predict(subject: int, fmri: np.ndarray, out: Path | str, device: str = "cpu"
         return np.concatenate([model(torch.as_tensor(x[a:a + batch_size], device=device)).cpu().numpy()
                                for a in range(0, len(x), batch_size)])
 
-# %% ../nbs/05_federated.ipynb #ec09d5a0
+# %% ../nbs/05_federated.ipynb #36479539
 ROUND_COLUMNS = ["round", "subject", "bytes_sent", "bytes_received", "train_loss", "val_similarity"]
 
 def message_bytes(msg: Message) -> int:
@@ -384,6 +384,12 @@ def message_bytes(msg: Message) -> int:
     dict, records, arrays, array chunks of at most 5 MiB), which is what Flower 1.42 pushes and pulls."""
     from flwr.supercore.inflatable.inflatable_object import get_all_nested_objects
     return sum(len(o.deflate()) for o in get_all_nested_objects(msg).values())
+
+def arrays_wire_bytes(arrays: dict) -> int:
+    "Bytes Flower puts on the wire for an `ArrayRecord` of `arrays` `{name: ndarray}` (its deflated objects)."
+    from flwr.supercore.inflatable.inflatable_object import get_all_nested_objects
+    record = ArrayRecord(array_dict={k: Array(np.ascontiguousarray(v)) for k, v in arrays.items()})
+    return sum(len(o.deflate()) for o in get_all_nested_objects(record).values())
 
 def federation_settings(cfg, bg: BGConfig, out: Path | str) -> dict:
     "The JSON-able settings the server sends every site."
@@ -498,7 +504,7 @@ def serve_rounds(grid: Grid, settings: dict, progress: bool = True) -> dict:
     (out / "summary.json").write_text(json.dumps(dict(rounds=bg.rounds, sites=summaries), indent=1))
     return dict(rounds=state["round"], sites=summaries)
 
-# %% ../nbs/05_federated.ipynb #af21aa89
+# %% ../nbs/05_federated.ipynb #15b47e04
 server_app = ServerApp()
 
 @server_app.main()
@@ -510,13 +516,17 @@ def _server_main(grid: Grid, context: Context) -> None:
     out = str(rc.get("out", "")) or cfg.run_dir / "federated"
     serve_rounds(grid, federation_settings(cfg, bg, out))
 
-# %% ../nbs/05_federated.ipynb #722885cd
+# %% ../nbs/05_federated.ipynb #7b0af285
 FLOWER_ENV = {"FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1", "FLWR_DISABLE_UPDATE_CHECK": "1",
               "RAY_USAGE_STATS_ENABLED": "0", "RAY_DEDUP_LOGS": "0"}
 
-def federate(cfg, rounds: int | None = None, out: Path | str | None = None, progress: bool = True, **bg_overrides):
+def federate(cfg, rounds: int | None = None, out: Path | str | None = None, progress: bool = True, overwrite: bool = False,
+             **bg_overrides):
     """Train BG over `cfg.subjects` for `rounds` rounds in Flower's simulation; `out` (default `run_dir/federated`) gets
-    `rounds.csv`, `server.pt`, `summary.json` and one folder per subject. Returns the rounds table (a DataFrame)."""
+    `rounds.csv`, `server.pt`, `summary.json` and one folder per subject. Returns the rounds table (a DataFrame).
+
+    A run with the same settings in `out` is resumed; one with other settings is an error, or is deleted first with
+    `overwrite=True`."""
     import pandas as pd
     from flwr.simulation import run_simulation
     from brainrecon.config import resolve_device
@@ -525,6 +535,11 @@ def federate(cfg, rounds: int | None = None, out: Path | str | None = None, prog
     bg = bg_config(cfg, **({"rounds": rounds} if rounds else {}), **bg_overrides)
     out = Path(out or cfg.run_dir / "federated")
     settings = federation_settings(cfg, bg, out)
+    old = load_server_state(out)
+    if overwrite and old is not None and old["settings"] != settings:
+        import shutil
+        log.info("%s holds a run with other settings: deleting it", out)
+        shutil.rmtree(out)
     result = {}
     server = ServerApp()
     @server.main()

@@ -22,9 +22,9 @@ DEFAULT_ALPHAS = tuple(np.logspace(1, 6, 10).round(4))
 # %% auto #0
 __all__ = ['log', 'DEFAULT_ALPHAS', 'gram', 'eigh', 'center_gram', 'gcv_errors', 'loo_errors', 'dual_weights', 'RidgeDecoder',
            'renormalize_predictions', 'save_ridge', 'load_ridge', 'encoder_spec', 'subject_tokens', 'fit_subject',
-           'voxel_statistics', 'predict_ridge']
+           'voxel_statistics', 'predict_ridge', 'ridge_cost']
 
-# %% ../nbs/04_regression.ipynb #54339814
+# %% ../nbs/04_regression.ipynb #487e1114
 def gram(X: torch.Tensor) -> torch.Tensor:
     "`X X^T` for `X` `(n, p)`: BLAS syrk on the CPU (half the flops of a general product), a matmul on CUDA."
     if X.device.type == "cpu" and X.dtype in (torch.float32, torch.float64):
@@ -58,7 +58,7 @@ def center_gram(G: torch.Tensor) -> torch.Tensor:
     G -= m[None, :].to(G.dtype); G -= m[:, None].to(G.dtype); G += m.mean().to(G.dtype)
     return G
 
-# %% ../nbs/04_regression.ipynb #d6b77c39
+# %% ../nbs/04_regression.ipynb #4fe55473
 def gcv_errors(s: torch.Tensor, R: torch.Tensor, outside: torch.Tensor, n: int, alphas: Sequence[float],
                intercept: bool) -> torch.Tensor:
     """Generalised CV error `(n_alphas, t)` from eigenvalues `s` `(r,)`, `R = U^T Yc` `(r, t)` and
@@ -91,7 +91,7 @@ def dual_weights(U: torch.Tensor, s: torch.Tensor, R: torch.Tensor, alpha: torch
     inv = 1.0 / (s.double()[:, None] + alpha.double().reshape(1, -1))        # (r, t) or (r, 1)
     return U @ (inv.to(R.dtype) * R)
 
-# %% ../nbs/04_regression.ipynb #9607b082
+# %% ../nbs/04_regression.ipynb #60b26b16
 class RidgeDecoder(RegressorMixin, BaseEstimator):
     """Ridge regression `Y ~ X` with alpha chosen by GCV, exact LOO or k-fold CV from one decomposition.
 
@@ -206,7 +206,7 @@ class RidgeDecoder(RegressorMixin, BaseEstimator):
             raise ValueError(f"X must be (n, {self.n_features_in_}), got {tuple(X.shape)}")
         return (X @ self._tensor(self.coef_).T + self._tensor(self.intercept_)).cpu().numpy().astype(np.float32)
 
-# %% ../nbs/04_regression.ipynb #de20dd16
+# %% ../nbs/04_regression.ipynb #67795eef
 def renormalize_predictions(pred: np.ndarray, train_targets: np.ndarray) -> np.ndarray:
     "TRANSDUCTIVE: standardise `pred` `(n_test, ...)` per target with its own statistics, rescale to `train_targets`'."
     flat = pred.reshape(len(pred), -1).astype(np.float64)
@@ -214,7 +214,7 @@ def renormalize_predictions(pred: np.ndarray, train_targets: np.ndarray) -> np.n
     z = (flat - flat.mean(0)) / (flat.std(0) + 1e-12)
     return (z * ref.std(0) + ref.mean(0)).astype(np.float32).reshape(pred.shape)
 
-# %% ../nbs/04_regression.ipynb #a9b9e267
+# %% ../nbs/04_regression.ipynb #9c0785c1
 def save_ridge(model: RidgeDecoder, path: Path | str, arrays: dict | None = None, **extra) -> Path:
     """Write `path`.safetensors and `path`.json (extra JSON-able facts, e.g. token_shape, go into the JSON).
 
@@ -248,7 +248,7 @@ def load_ridge(path: Path | str) -> tuple[RidgeDecoder, dict]:
     meta["arrays"] = {k: v for k, v in t.items() if k not in ("coef", "intercept", "alpha")}
     return model, meta
 
-# %% ../nbs/04_regression.ipynb #36e274fe
+# %% ../nbs/04_regression.ipynb #184af1c0
 def encoder_spec(cfg) -> str:
     "The token encoder a configuration implies: the mini encoder without real weights, IP-Adapter Plus with them."
     return "mini" if cfg.models_root is None else "ip-adapter-plus"
@@ -314,3 +314,34 @@ def predict_ridge(folder: Path | str, fmri: np.ndarray) -> np.ndarray:
     stats = meta["arrays"]
     x = ((fmri.astype(np.float64) - stats["voxel_mean"]) / stats["voxel_std"]).astype(np.float32)
     return model.predict(x).reshape(len(x), *meta["token_shape"])
+
+# %% ../nbs/04_regression.ipynb #a1daed71
+def _ridge_cost_child(n_samples, n_voxels, n_targets, alphas, seed, folder, queue):
+    import resource, time
+    rng = np.random.default_rng(seed)
+    X = rng.standard_normal((n_samples, n_voxels), dtype=np.float32)
+    Y = rng.standard_normal((n_samples, n_targets), dtype=np.float32)
+    base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    t0 = time.perf_counter()
+    model = RidgeDecoder(alphas, cv="gcv").fit(X, Y)
+    seconds = time.perf_counter() - t0
+    path = save_ridge(model, Path(folder) / "model")
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    queue.put(dict(seconds=seconds, peak_rss_mb=peak / 1024, fit_rss_mb=(peak - base) / 1024,
+                   data_mb=(X.nbytes + Y.nbytes) / 2**20, weights_mb=path.with_suffix(".safetensors").stat().st_size / 2**20))
+
+def ridge_cost(n_samples: int, n_voxels: int, n_targets: int, alphas: Sequence[float] = DEFAULT_ALPHAS,
+               seed: int = 0) -> dict:
+    """Seconds, peak RSS (MB) of a fresh process holding X and Y, its growth during the fit (`fit_rss_mb`), data and
+    saved-weights MB of one GCV ridge fit."""
+    import multiprocessing as mp, tempfile
+    from brainrecon.regression import _ridge_cost_child   # the module's copy: a spawned process imports it by name
+    ctx = mp.get_context("spawn")
+    queue = ctx.Queue()
+    with tempfile.TemporaryDirectory() as folder:
+        proc = ctx.Process(target=_ridge_cost_child, args=(n_samples, n_voxels, n_targets, list(alphas), seed, folder, queue))
+        proc.start()
+        try: result = queue.get(timeout=3600)
+        finally: proc.join()
+    if proc.exitcode != 0: raise RuntimeError(f"the measuring process failed with exit code {proc.exitcode}")
+    return dict(n_samples=n_samples, n_voxels=n_voxels, n_targets=n_targets, **result)

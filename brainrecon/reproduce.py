@@ -5,6 +5,8 @@
 # %% ../nbs/90_reproduce.ipynb #f22390b7
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import os
 import sys
@@ -16,9 +18,10 @@ from .config import Config, find_project_root
 log = logging.getLogger(__name__)
 
 # %% auto #0
-__all__ = ['log', 'experiment_notebooks', 'run_experiment', 'reproduce']
+__all__ = ['log', 'experiment_notebooks', 'library_digest', 'notebook_digest', 'stage_graph', 'stage_key', 'run_experiment',
+           'reproduce']
 
-# %% ../nbs/90_reproduce.ipynb #8ccd196f
+# %% ../nbs/90_reproduce.ipynb #00b8725d
 def experiment_notebooks(root: Path | str | None = None) -> list[Path]:
     "The experiment notebooks of the project at `root`, in pipeline order."
     folder = find_project_root(root) / "nbs" / "experiments"
@@ -27,7 +30,60 @@ def experiment_notebooks(root: Path | str | None = None) -> list[Path]:
         raise FileNotFoundError(f"no experiment notebooks in {folder}; `brainrecon reproduce` runs from a brainrecon checkout")
     return nbs
 
-# %% ../nbs/90_reproduce.ipynb #129eefdd
+# %% ../nbs/90_reproduce.ipynb #da137b27
+def library_digest() -> str:
+    "SHA-256 of the brainrecon package's Python sources (the code version every stage key includes)."
+    import brainrecon
+    h = hashlib.sha256()
+    for f in sorted(Path(brainrecon.__file__).parent.glob("*.py")):
+        h.update(f.name.encode()); h.update(f.read_bytes())
+    return h.hexdigest()
+
+def notebook_digest(notebook: Path) -> str:
+    "SHA-256 of a notebook's cell types and sources (outputs and metadata do not count)."
+    import nbformat
+    nb = nbformat.read(notebook, as_version=4)
+    return hashlib.sha256(json.dumps([(c.cell_type, c.source) for c in nb.cells]).encode()).hexdigest()
+
+def stage_graph(root: Path | str | None = None) -> dict[str, list[str]]:
+    "Stage name -> the stages it reads from, from `nbs/experiments/stages.yaml`, checked against the notebooks."
+    import yaml
+    names = [p.stem for p in experiment_notebooks(root)]
+    path = find_project_root(root) / "nbs" / "experiments" / "stages.yaml"
+    graph = yaml.safe_load(path.read_text()) if path.is_file() else {}
+    graph = {k: list(v or []) for k, v in (graph or {}).items()}
+    if sorted(graph) != sorted(names):
+        raise ValueError(f"{path} must list exactly the experiment notebooks {names}, lists {sorted(graph)}")
+    for name, deps in graph.items():
+        bad = [d for d in deps if d not in names or names.index(d) >= names.index(name)]
+        if bad: raise ValueError(f"{path}: {name} reads from {bad}, which are not earlier stages")
+    return graph
+
+def stage_key(notebook: Path, parameters: dict, upstream: list[str], library: str) -> str:
+    "The content hash that decides whether a stage must run again."
+    blob = json.dumps(dict(notebook=notebook_digest(notebook), parameters=parameters, upstream=upstream, library=library),
+                      sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+def _files(folders, since: float | None = None) -> dict[str, int]:
+    "Files under `folders` (modified at or after `since`): absolute path -> size."
+    out = {}
+    for folder in folders:
+        for dirpath, _, files in os.walk(folder):
+            for f in files:
+                path = Path(dirpath) / f
+                try: st = path.stat()
+                except FileNotFoundError: continue
+                if since is None or st.st_mtime >= since: out[str(path)] = st.st_size
+    return out
+
+def _up_to_date(record_path: Path, key: str) -> bool:
+    if not record_path.is_file(): return False
+    record = json.loads(record_path.read_text())
+    if record.get("key") != key: return False
+    return all(Path(f).is_file() and Path(f).stat().st_size == size for f, size in record["outputs"].items())
+
+# %% ../nbs/90_reproduce.ipynb #c077e72b
 def run_experiment(notebook: Path, out: Path, config: Config, progress: bool = True, **parameters) -> Path:
     "Execute one experiment `notebook` with `config` (and stage `parameters`) into `out`; return `out`."
     import papermill as pm
@@ -48,19 +104,41 @@ def run_experiment(notebook: Path, out: Path, config: Config, progress: bool = T
         os.environ["PATH"] = env_path
     return out
 
-def reproduce(config: Config, only: list[str] | None = None, progress: bool = True, parameters: dict | None = None) -> list[Path]:
-    """Run every experiment notebook (or those whose name contains one of `only`) in order; the executed copies.
+def reproduce(config: Config, only: list[str] | None = None, progress: bool = True, parameters: dict | None = None,
+              force: bool = False) -> list[dict]:
+    """Run the experiment notebooks in order (or those whose name contains one of `only`), skipping up-to-date stages.
 
-    `parameters` go to every notebook that declares them in its `parameters` cell (e.g. `sampling_steps`)."""
+    `parameters` go to every notebook that declares them in its `parameters` cell (e.g. `steps`). `force`: run even
+    up-to-date stages. Returns one dict per stage considered: name, status ("ran" or "skipped"), seconds, notebook."""
     import papermill as pm
-    done = []
-    for nb in experiment_notebooks():
-        if only and not any(o in nb.name for o in only): continue
+    notebooks = {p.stem: p for p in experiment_notebooks()}
+    graph, library = stage_graph(), library_digest()
+    folder = config.run_dir / "notebooks"
+    keys, done = {}, []
+    selected = [n for n in notebooks if not only or any(o in n for o in only)]
+    if not selected: raise ValueError(f"no experiment notebook matches {only}")
+    for name, nb in notebooks.items():
         declared = set(pm.inspect_notebook(str(nb)))
         stage = {k: v for k, v in (parameters or {}).items() if k in declared}
-        t0 = time.perf_counter()
-        log.info("running %s %s", nb.name, stage or "")
-        done.append(run_experiment(nb, config.run_dir / "notebooks" / nb.name, config, progress=progress, **stage))
-        log.info("%s done in %.1f s", nb.name, time.perf_counter() - t0)
-    if not done: raise ValueError(f"no experiment notebook matches {only}")
+        keys[name] = stage_key(nb, {"config": config.to_dict(), **stage}, [keys[d] for d in graph[name]], library)
+        if name not in selected: continue
+        record = folder / f"{name}.stage.json"
+        out = folder / nb.name
+        if not force and out.is_file() and _up_to_date(record, keys[name]):
+            log.info("%s: up to date, skipped", name)
+            done.append(dict(name=name, status="skipped", seconds=0.0, notebook=out))
+            continue
+        log.info("%s: running %s", name, stage or "")
+        record.unlink(missing_ok=True)
+        t0, wall = time.perf_counter(), time.time() - 1
+        run_experiment(nb, out, config, progress=progress, **stage)
+        seconds = time.perf_counter() - t0
+        written = _files([config.run_dir, config.figures_dir, config.data_dir], since=wall)
+        written = {f: n for f, n in written.items() if Path(f).parent != folder}
+        folder.mkdir(parents=True, exist_ok=True)
+        tmp = record.with_suffix(".tmp")
+        tmp.write_text(json.dumps(dict(key=keys[name], parameters=stage, seconds=round(seconds, 1), outputs=written), indent=1))
+        os.replace(tmp, record)
+        log.info("%s: done in %.1f s", name, seconds)
+        done.append(dict(name=name, status="ran", seconds=seconds, notebook=out))
     return done

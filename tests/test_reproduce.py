@@ -1,28 +1,63 @@
-"""The main job's fast path: `brainrecon reproduce` on the mini world into a temporary run folder."""
+"""The main job's fast path: `brainrecon reproduce` on the mini world into a temporary run folder, with small
+parameters; then a second run skips every stage, and changing `steps` reruns only the stages downstream of it."""
 import json
 import subprocess
+import time
 
 import nbformat
+import pandas as pd
 
 from conftest import BIN, ROOT
 
+FAST = ["-p", "sampling_steps=5", "-p", "noise_levels=[0.0]", "-p", "n_eval=8", "-p", "guidance_scales=[3.0]",
+        "-p", "rounds=3", "-p", "seeds=[0, 1]", "-p", "n_images=4", "-p", "steps=5",
+        "-p", "n_samples=100", "-p", "n_voxels=200", "-p", "measure_wire=false", "-p", "qualitative_images=4"]
 
-def test_reproduce_runs_experiments_and_writes_figures(isolated_env, tmp_path):
-    res = subprocess.run([str(BIN / "brainrecon"), "reproduce", "-p", "sampling_steps=10", "-p", "noise_levels=[0.0, 1.0]"],
-                         capture_output=True, text=True, cwd=ROOT,
-                         env=isolated_env, timeout=600)
+
+def _reproduce(env, *extra):
+    t0 = time.perf_counter()
+    res = subprocess.run([str(BIN / "brainrecon"), "reproduce", *FAST, *extra], capture_output=True, text=True, cwd=ROOT,
+                         env=env, timeout=900)
     assert res.returncode == 0, res.stdout + res.stderr
+    status = dict(line.split(": ", 1)[0:2] for line in res.stdout.splitlines() if ": " in line)
+    return {k: v.split(" (")[0] for k, v in status.items()}, time.perf_counter() - t0
+
+
+def test_reproduce_runs_skips_and_reruns_downstream(isolated_env, tmp_path):
+    env = {**isolated_env, "BRAINRECON_SUBJECTS": "1,2"}
+    stages = [p.stem for p in sorted((ROOT / "nbs" / "experiments").glob("[0-9]*.ipynb"))]
+    first, _ = _reproduce(env)
+    assert list(first) == stages and all(v.startswith("ran") for v in first.values()), first
+
     executed = sorted((tmp_path / "run" / "notebooks").glob("*.ipynb"))
-    assert [p.name for p in executed] == [p.name for p in sorted((ROOT / "nbs" / "experiments").glob("[0-9]*.ipynb"))]
+    assert [p.stem for p in executed] == stages
     nb = nbformat.read(executed[0], as_version=4)
     injected = [c for c in nb.cells if "injected-parameters" in c.metadata.get("tags", [])]
     assert injected and str(tmp_path / "data") in injected[0].source   # the run's config reached the notebook
-    assert (tmp_path / "figures" / "data_overview.png").stat().st_size > 10_000
-    assert (tmp_path / "figures" / "mini_models.png").stat().st_size > 10_000
+    for name in ("data_overview", "mini_models", "quantitative", "qualitative", "efficiency"):
+        assert (tmp_path / "figures" / f"{name}.png").stat().st_size > 10_000, name
     mini = nbformat.read(tmp_path / "run" / "notebooks" / "00_mini_models.ipynb", as_version=4)
-    assert "not retrained" in "".join(o.get("text", "") for c in mini.cells for o in c.get("outputs", []))   # shipped weights used
-    assert "sampling_steps = 10" in "".join(c.source for c in mini.cells)
-    subjects = (tmp_path / "run" / "data" / "subjects.csv").read_text().splitlines()
-    assert subjects[0].startswith("subject,") and len(subjects) == 5
-    world = json.loads((tmp_path / "data" / "mini-nsd" / "mini" / "world.json").read_text())
-    assert world["seed"] == 0
+    assert "not retrained" in "".join(o.get("text", "") for c in mini.cells for o in c.get("outputs", []))   # shipped weights
+
+    quant = pd.read_csv(tmp_path / "figures" / "quantitative.csv")
+    ours = quant[quant.method.str.startswith("this run")]
+    assert list(ours.method) == ["this run: RR (ridge)", "this run: BG (federated)"]
+    assert (ours.source.str.contains("mini world")).all()
+    assert (ours["clip"] == "not computed").all()                                   # no CLIP weights here: no number
+    assert ours.pixcorr.str.contains("±").all()                                  # mean ± std over the two seeds
+    assert "thesis RR (ridge)" in set(quant.method) and "BrainGuard" in set(quant.method)
+    rounds = pd.read_csv(tmp_path / "run" / "federated" / "rounds.csv")
+    assert sorted(set(rounds["round"])) == [1, 2, 3] and sorted(set(rounds.subject)) == [1, 2]
+    eff = pd.read_csv(tmp_path / "figures" / "efficiency.csv")
+    fit = eff[eff.measure == "ridge weights"].set_index("side").value
+    assert fit.iloc[1] > 15 * fit.iloc[0]                                        # 256,512 vs 12,288 targets
+
+    second, seconds = _reproduce(env)
+    assert all(v == "up to date, skipped" for v in second.values()), second
+    assert seconds < 60, seconds
+
+    third, _ = _reproduce(env, "-p", "steps=6")
+    rerun = {k for k, v in third.items() if v.startswith("ran")}
+    assert rerun == {"05_reconstruct", "06_evaluate", "08_figures"}, third
+    record = json.loads((tmp_path / "run" / "notebooks" / "05_reconstruct.stage.json").read_text())
+    assert record["parameters"]["steps"] == 6 and any(f.endswith("seed0.npy") for f in record["outputs"])
