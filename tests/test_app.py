@@ -163,8 +163,8 @@ def test_dashboard_in_a_browser(isolated_env, tmp_path, examples):
 
         with playwright.sync_playwright() as pw:
             browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-            a = browser.new_context(viewport={"width": 1200, "height": 1000}).new_page()
-            b = browser.new_context(viewport={"width": 1200, "height": 1000}).new_page()
+            a = browser.new_context(viewport={"width": 1200, "height": 1500}).new_page()
+            b = browser.new_context(viewport={"width": 1200, "height": 1500}).new_page()
             a.goto(alice.url())
             b.goto(bob.url())
             a.locator(".br-add").wait_for(timeout=LOAD_TIMEOUT_MS)
