@@ -15,8 +15,8 @@ from . import data
 from .config import Config, load_config, setup_logging
 
 # %% auto #0
-__all__ = ['app', 'ConfigOpt', 'NsdRootOpt', 'parse_sessions', 'show_config', 'mini', 'ensure_world', 'prepare', 'fit',
-           'reproduce', 'evaluate', 'models', 'main', 'federate']
+__all__ = ['app', 'ConfigOpt', 'NsdRootOpt', 'parse_sessions', 'show_config', 'mini', 'ensure_world', 'prepare', 'serve_app',
+           'fit', 'reproduce', 'evaluate', 'models', 'main', 'federate']
 
 # %% ../nbs/99_cli.ipynb #90ea2fe1
 app = typer.Typer(help="brainrecon: reconstruct seen images from fMRI (mini world by default).",
@@ -86,7 +86,44 @@ def prepare(subject: Optional[list[int]] = typer.Option(None, "--subject", "-s",
         typer.echo(f"subject {s}: {len(prep.train_ids)} train / {len(prep.test_ids)} test images x "
                    f"{prep.n_voxels} voxels, sessions {prep.sessions[0]}-{prep.sessions[-1]} -> {cfg.prepared_dir(s)}")
 
-# %% ../nbs/99_cli.ipynb #d0de3576
+# %% ../nbs/99_cli.ipynb #7610fb93
+@app.command("app")
+def serve_app(port: int = typer.Option(8866, help="port to serve on (127.0.0.1 only)"),
+              token: Optional[str] = typer.Option(None, help="access token (default: a new random one, printed once)"),
+              user: Optional[str] = typer.Option(None, help="user name outside JupyterHub (default: $BRAINRECON_APP_USER, else the login name)"),
+              max_upload_mb: float = typer.Option(32.0, help="largest upload accepted, MiB"),
+              db_url: Optional[str] = typer.Option(None, help="SQLAlchemy database URL (default: SQLite in run_dir/app)"),
+              export_examples: Optional[Path] = typer.Option(None, help="write mini-world test recordings (.npy) and stimuli (.png) to this folder and exit"),
+              subject: int = typer.Option(1, "--subject", "-s", help="subject of --export-examples"),
+              n: int = typer.Option(3, "-n", help="stimuli written by --export-examples"),
+              config_file: Optional[Path] = ConfigOpt, nsd_root: Optional[Path] = NsdRootOpt,
+              run_dir: Optional[Path] = typer.Option(None, help="run folder (default: config run_dir)")):
+    "Serve the dashboard (nbs/app.ipynb) with Voila on 127.0.0.1, behind a token."
+    import subprocess
+    from brainrecon import app as dash
+    cfg = _config(config_file, nsd_root=nsd_root, run_dir=run_dir)
+    if export_examples is not None:
+        ensure_world(cfg)
+        for p in dash.export_recordings(cfg, subject, export_examples, n): typer.echo(f"wrote {p}")
+        return
+    if not max_upload_mb > 0: raise typer.BadParameter("--max-upload-mb must be positive")
+    if token is not None and not token.strip(): raise typer.BadParameter("--token must not be empty")
+    try:
+        notebook = dash.dashboard_notebook()
+        env = dash.dashboard_env(cfg, user=user, max_upload_mb=max_upload_mb, db_url=db_url)
+        settings = dash.app_settings(cfg, env)
+        ensure_world(cfg)                     # the mini world is generated here, not during the first page load
+        dash.Store.open(settings)             # create or migrate the schema now: a bad database URL fails here
+    except (FileNotFoundError, ValueError, RuntimeError) as e: raise typer.BadParameter(str(e)) from None
+    url = f"http://127.0.0.1:{port}/"
+    if token is None:
+        token = dash.new_token()
+        typer.echo(f"dashboard of {settings.user} at {url}?token={token}  (the token is shown only now)")
+    else:
+        typer.echo(f"dashboard of {settings.user} at {url} (open it with ?token=YOUR_TOKEN)")
+    raise typer.Exit(subprocess.call(dash.voila_command(notebook, port, token, settings.max_upload_bytes), env=env))
+
+# %% ../nbs/99_cli.ipynb #f9229563
 @app.command()
 def fit(subject: Optional[list[int]] = typer.Option(None, "--subject", "-s", help="subject(s) (default: config subjects)"),
         cv: str = typer.Option("gcv", help="alpha selection: gcv, loo, a number of folds, or none (first alpha only)"),

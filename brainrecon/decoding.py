@@ -8,7 +8,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -146,12 +146,14 @@ def load_decoder(spec: str | Path = "tiny", device: str = "cpu", dtype: torch.dt
 # %% ../nbs/06_decoding.ipynb #846bc498
 def reconstruct(decoder: Decoder, tokens, uncond=None, *, steps: int = 100, scheduler: str = "ddim",
                 guidance_scale: float = 7.5, ip_scale: float = 1.0, seed: int | Sequence[int] = 0,
-                batch_size: int = 1, output: str = "uint8", progress: bool = True) -> np.ndarray:
+                batch_size: int = 1, output: str = "uint8", progress: bool = True,
+                on_step: Callable[[int, int], None] | None = None) -> np.ndarray:
     """Images decoded from `tokens` `(n, tokens, width)`: `(n, H, W, 3)` uint8 (or float in [0, 1] with `output="float"`).
 
     `uncond`: negative tokens `(tokens, width)` (default: the decoder's black-image tokens).
     `seed`: one int for every image, or one per image; image i depends only on tokens[i] and its seed.
     Defaults are the thesis' (DDIM, 100 steps); `guidance_scale` is diffusers' default.
+    `on_step(done, total)`: called after every denoising step (e.g. to move a progress bar), `total = n * steps`.
     """
     tokens = torch.as_tensor(np.asarray(tokens, np.float32))
     if tokens.ndim != 3 or tuple(tokens.shape[1:]) != decoder.token_shape:
@@ -169,6 +171,10 @@ def reconstruct(decoder: Decoder, tokens, uncond=None, *, steps: int = 100, sche
     cfg = guidance_scale > 1
     dev, dt = decoder.device, decoder.dtype
     out = np.empty((n, decoder.image_size, decoder.image_size, 3), np.float32)
+    total = n * steps
+    def step_end(pipe, i, t, kwargs):
+        on_step(a * steps + b * (i + 1), total)
+        return kwargs
     bar = tqdm(total=n, desc=f"reconstruct ({scheduler}, {steps} steps)", disable=not progress)
     for a in range(0, n, batch_size):
         b = min(n, a + batch_size) - a
@@ -180,7 +186,8 @@ def reconstruct(decoder: Decoder, tokens, uncond=None, *, steps: int = 100, sche
         with torch.inference_mode():
             res = pipe(prompt_embeds=text, negative_prompt_embeds=text if cfg else None, ip_adapter_image_embeds=embeds,
                        num_inference_steps=steps, guidance_scale=guidance_scale, generator=generators,
-                       height=decoder.image_size, width=decoder.image_size, output_type="np")
+                       height=decoder.image_size, width=decoder.image_size, output_type="np",
+                       callback_on_step_end=step_end if on_step else None)
         out[a:a + b] = res.images
         bar.update(b)
     bar.close()
