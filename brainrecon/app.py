@@ -41,7 +41,7 @@ __all__ = ['log', 'ENV_USER', 'ENV_DB', 'ENV_MAX_UPLOAD_MB', 'DEFAULT_MAX_UPLOAD
            'result_view', 'metrics_html', 'history_html', 'statistics_html', 'dashboard_notebook', 'websocket_limit',
            'voila_command', 'dashboard_env', 'new_token']
 
-# %% ../nbs/08_app.ipynb #706930f2
+# %% ../nbs/08_app.ipynb #1f1bf7aa
 ENV_USER = "BRAINRECON_APP_USER"
 ENV_DB = "BRAINRECON_APP_DB"
 ENV_MAX_UPLOAD_MB = "BRAINRECON_APP_MAX_UPLOAD_MB"
@@ -83,7 +83,7 @@ def app_settings(cfg: Config, env: Mapping[str, str] | None = None) -> AppSettin
     return AppSettings(user=current_user(env), db_url=env.get(ENV_DB) or default_db_url(cfg),
                        files_dir=Path(cfg.run_dir).resolve() / "app" / "files", max_upload_bytes=int(max_mb * MIB))
 
-# %% ../nbs/08_app.ipynb #0eefd587
+# %% ../nbs/08_app.ipynb #9cdabdb9
 class InvalidUpload(ValueError):
     "An uploaded file that cannot be stored; the message says why, for the user."
 
@@ -151,7 +151,7 @@ def load_stimulus(upload: Upload) -> np.ndarray:
         raise InvalidUpload(f"{upload.name}: not a readable image ({e})") from None
     return rgb
 
-# %% ../nbs/08_app.ipynb #0b2dfd8f
+# %% ../nbs/08_app.ipynb #7ceeef06
 class FileStore:
     "Content-addressed files under `root`: `root/ab/abcdef....ext`, named by the SHA-256 of their bytes."
     def __init__(self, root: Path | str): self.root = Path(root)
@@ -185,7 +185,7 @@ class FileStore:
         "Every stored file (temporary files excluded)."
         return sorted(p for p in self.root.rglob("*") if p.is_file() and not p.name.startswith(".tmp-")) if self.root.is_dir() else []
 
-# %% ../nbs/08_app.ipynb #454e8448
+# %% ../nbs/08_app.ipynb #030ecfe6
 metadata = sa.MetaData()
 schema_version = sa.Table("schema_version", metadata, sa.Column("version", sa.Integer, nullable=False))
 recordings = sa.Table(
@@ -223,13 +223,6 @@ def _create_v1(conn) -> None:
 
 MIGRATIONS: dict[int, Callable] = {1: _create_v1}
 SCHEMA_VERSION = max(MIGRATIONS)
-
-def read_schema_version(engine) -> int:
-    "The schema version of the database behind `engine`; 0 when it has no brainrecon tables yet."
-    if not sa.inspect(engine).has_table("schema_version"): return 0
-    with engine.connect() as conn:
-        v = conn.execute(sa.select(sa.func.max(schema_version.c.version))).scalar()
-    return int(v or 0)
 
 def _version_in(conn) -> int:
     if not sa.inspect(conn).has_table("schema_version"): return 0
@@ -272,7 +265,7 @@ def make_engine(url: str):
         conn.exec_driver_sql("BEGIN IMMEDIATE" if conn.get_execution_options().get("brainrecon_immediate") else "BEGIN")
     return engine
 
-# %% ../nbs/08_app.ipynb #6bdd924a
+# %% ../nbs/08_app.ipynb #e7ea4480
 @dataclass(frozen=True)
 class Recording:
     "One uploaded recording (`voxels_sha`/`stimulus_sha` name its files)."
@@ -330,7 +323,7 @@ def png_bytes(image: np.ndarray) -> bytes:
     from PIL import Image
     buf = io.BytesIO(); Image.fromarray(np.ascontiguousarray(image, np.uint8)).save(buf, "PNG"); return buf.getvalue()
 
-# %% ../nbs/08_app.ipynb #446f4622
+# %% ../nbs/08_app.ipynb #74e64989
 class Store:
     "The recordings and reconstructions of `user` in the database at `db_url`, files under `files_dir`."
     def __init__(self, db_url: str, files_dir: Path | str, user: str):
@@ -466,7 +459,7 @@ class Store:
                     reconstructions.c.image_sha == sha)).scalar()
             if not used: self.files.remove(sha, ext)
 
-# %% ../nbs/08_app.ipynb #3276a8e8
+# %% ../nbs/08_app.ipynb #223a6949
 PIPELINES = ("RR", "BG")
 
 @dataclass(frozen=True)
@@ -516,7 +509,7 @@ def fit_rr(cfg: Config, subject: int) -> dict:
     ensure_world(cfg)
     return fit_subject(cfg, subject, progress=False)
 
-# %% ../nbs/08_app.ipynb #90002470
+# %% ../nbs/08_app.ipynb #32799dc0
 class ModelUnavailable(RuntimeError):
     "The chosen pipeline has no usable model for the recording's subject."
 
@@ -572,7 +565,7 @@ def run_reconstruction(store: Store, cfg: Config, recording_id: int, *, pipeline
                                     decoder=decoder.spec or decoder_spec(cfg), steps=steps, scheduler=scheduler,
                                     guidance=guidance, seed=seed, seconds=seconds, **scores)
 
-# %% ../nbs/08_app.ipynb #248d6adc
+# %% ../nbs/08_app.ipynb #9850bd2c
 def upload_from_widget(value) -> Upload | None:
     "The file of an ipywidgets 8 `FileUpload` value (a tuple of dicts with name and content), or None."
     if not value: return None
@@ -593,7 +586,7 @@ def add_uploaded_recording(store: Store, cfg: Config, subject: int, voxels: Uplo
     source = voxels.name + (f" + {stimulus.name}" if stimulus is not None else "")
     return store.add_recording(name, subject, arr, image, source=source)
 
-# %% ../nbs/08_app.ipynb #81b1f4e4
+# %% ../nbs/08_app.ipynb #26db28aa
 def export_recordings(cfg: Config, subject: int, out_dir: Path | str, n: int = 3) -> list[Path]:
     "Write `n` test stimuli of `subject` as `subjXX_nsdIIIII_mean.npy`, `..._trial1.npy` (float32, % signal change) and `.png`."
     from brainrecon.data import ensure_world, load_stimuli, prepare_subject
@@ -612,7 +605,7 @@ def export_recordings(cfg: Config, subject: int, out_dir: Path | str, n: int = 3
         written += [Path(f"{stem}_mean.npy"), Path(f"{stem}_trial1.npy"), Path(f"{stem}.png")]
     return written
 
-# %% ../nbs/08_app.ipynb #14375183
+# %% ../nbs/08_app.ipynb #27560648
 HISTORY_COLUMNS = ["id", "created", "recording", "subject", "pipeline", "decoder", "steps", "scheduler", "guidance", "seed",
                    "pixcorr", "ssim", "seconds"]
 
@@ -679,7 +672,7 @@ def figure_png(fig, dpi: int = 100) -> bytes:
     "A matplotlib figure as PNG bytes."
     buf = io.BytesIO(); fig.savefig(buf, format="png", dpi=dpi); return buf.getvalue()
 
-# %% ../nbs/08_app.ipynb #54951156
+# %% ../nbs/08_app.ipynb #5d84f1f5
 def display_png(image: np.ndarray, size: int = 256) -> bytes:
     "PNG of an `(H, W, 3) uint8` image scaled to `size` pixels on its longer side (small images keep sharp pixels)."
     from PIL import Image
@@ -757,7 +750,7 @@ def statistics_html(store: Store) -> str:
             f"mean PixCorr {_fmt(s['pixcorr'])}, mean SSIM {_fmt(s['ssim'])}</p>"
             f'<table class="br-stats"><tr><th>pipeline</th><th>reconstructions</th><th>mean PixCorr</th><th>mean SSIM</th></tr>{rows}</table>')
 
-# %% ../nbs/08_app.ipynb #73ddfcff
+# %% ../nbs/08_app.ipynb #a0bc56a2
 def dashboard_notebook(root: Path | str | None = None) -> Path:
     "The dashboard notebook `nbs/app.ipynb` of the checkout at `root` (default: the working directory's, else brainrecon's own)."
     import brainrecon
