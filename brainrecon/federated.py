@@ -31,7 +31,7 @@ __all__ = ['log', 'MINI_BG', 'ROUND_COLUMNS', 'client_app', 'server_app', 'FLOWE
            'load_personalised', 'predict', 'message_bytes', 'arrays_wire_bytes', 'federation_settings', 'site_train',
            'site_evaluate', 'BackboneFedAvg', 'load_server_state', 'serve_rounds', 'federate']
 
-# %% ../nbs/05_federated.ipynb #200baac5
+# %% ../nbs/05_federated.ipynb #a9068281
 @dataclass
 class BGConfig:
     "Architecture and training settings of the BG pipeline (defaults: the thesis' real-NSD setting)."
@@ -72,7 +72,7 @@ def bg_config(cfg, **overrides) -> BGConfig:
         base = {}
     return BGConfig(**{**base, **overrides})
 
-# %% ../nbs/05_federated.ipynb #fdb43fc8
+# %% ../nbs/05_federated.ipynb #20ee453c
 class InputLayer(nn.Sequential):
     "The private part: `(n, n_voxels)` z-scored voxels -> `(n, hidden)`."
     def __init__(self, n_voxels: int, hidden: int, dropout: float = 0.15):
@@ -117,7 +117,7 @@ def make_backbone(bg: BGConfig, seed: int | None = None) -> Backbone:
     torch.manual_seed(bg.seed if seed is None else seed)
     return Backbone(bg.hidden, bg.token_shape, bg.n_blocks, bg.projector_hidden, bg.dropout)
 
-# %% ../nbs/05_federated.ipynb #3d876bd8
+# %% ../nbs/05_federated.ipynb #a86610d7
 def backbone_parameters(hidden: int = 2048, token_counts: tuple[int, ...] = (16,), d: int = 768, n_blocks: int = 4,
                         projector_hidden: int = 2048) -> int:
     "Parameters of a backbone with one head (+ projector) per entry of `token_counts`, counted from the modules."
@@ -127,7 +127,7 @@ def backbone_parameters(hidden: int = 2048, token_counts: tuple[int, ...] = (16,
         projs = [projector(d, projector_hidden) for _ in token_counts]
     return sum(p.numel() for mod in (blocks, *heads, *projs) for p in mod.parameters())
 
-# %% ../nbs/05_federated.ipynb #e648e1c1
+# %% ../nbs/05_federated.ipynb #13588875
 def soft_clip_loss(P: torch.Tensor, T: torch.Tensor, tau: float = 0.05) -> torch.Tensor:
     "SoftCLIP between L2-normalised `P` `(n, k)` and `T` `(n, k)`: cross-entropy to `softmax(T T^T / tau)`, both ways."
     soft = (T @ T.T / tau).softmax(-1)
@@ -141,7 +141,7 @@ def bg_loss(pred: torch.Tensor, target: torch.Tensor, mse_weight: float = 1e4, t
     P, T = F.normalize(pred.flatten(1), dim=-1), F.normalize(target.flatten(1), dim=-1)
     return 2 * mse_weight * F.mse_loss(P, T) + soft_clip_loss(P, T, tau)
 
-# %% ../nbs/05_federated.ipynb #256a27f4
+# %% ../nbs/05_federated.ipynb #bb298de8
 def ala_mix(model: BGModel, global_state: dict, weights: dict | None, x: torch.Tensor, y: torch.Tensor, bg: BGConfig,
             epochs: int, generator: torch.Generator) -> dict:
     """Load `global_state` into `model.backbone`, mixing its last `bg.ala_tensors` tensors with the local ones.
@@ -177,7 +177,7 @@ def ala_mix(model: BGModel, global_state: dict, weights: dict | None, x: torch.T
         model.backbone.load_state_dict(mixed(weights))
     return {k: w.detach() for k, w in weights.items()}
 
-# %% ../nbs/05_federated.ipynb #3cf8e230
+# %% ../nbs/05_federated.ipynb #6df2ffa2
 def _atomic_torch_save(obj, path: Path):
     tmp = path.with_name(path.name + ".tmp")
     torch.save(obj, tmp)
@@ -340,7 +340,7 @@ class SubjectSite:
         (self.folder / "summary.json").write_text(json.dumps(summary, indent=1))
         return summary
 
-# %% ../nbs/05_federated.ipynb #67a91439
+# %% ../nbs/05_federated.ipynb #400887db
 class PrivacyError(RuntimeError): "A site sent something other than the shared backbone."
 
 def check_backbone_only(keys, backbone_keys, where: str = "") -> None:
@@ -350,7 +350,7 @@ def check_backbone_only(keys, backbone_keys, where: str = "") -> None:
         extra, missing = sorted(set(keys) - set(backbone_keys)), sorted(set(backbone_keys) - set(keys))
         raise PrivacyError(f"{where}a site sent tensors outside the shared backbone {extra[:5]} (missing: {missing[:5]})")
 
-# %% ../nbs/05_federated.ipynb #5467a31f
+# %% ../nbs/05_federated.ipynb #930b6b00
 def load_personalised(folder: Path | str, device: str = "cpu") -> tuple[BGModel, dict, dict]:
     "A subject's personalised model (eval mode), its JSON facts and its voxel statistics, from `folder` (`out/subjXX`)."
     from safetensors.torch import load_file
@@ -376,7 +376,7 @@ def predict(subject: int, fmri: np.ndarray, out: Path | str, device: str = "cpu"
         return np.concatenate([model(torch.as_tensor(x[a:a + batch_size], device=device)).cpu().numpy()
                                for a in range(0, len(x), batch_size)])
 
-# %% ../nbs/05_federated.ipynb #6ec47651
+# %% ../nbs/05_federated.ipynb #07ae0bb3
 ROUND_COLUMNS = ["round", "subject", "bytes_sent", "bytes_received", "train_loss", "val_similarity"]
 
 def message_bytes(msg: Message) -> int:
@@ -392,10 +392,13 @@ def arrays_wire_bytes(arrays: dict) -> int:
     return sum(len(o.deflate()) for o in get_all_nested_objects(record).values())
 
 def federation_settings(cfg, bg: BGConfig, out: Path | str) -> dict:
-    "The JSON-able settings the server sends every site."
+    "The JSON-able settings the server sends every site (and keeps, to refuse resuming a run under other settings or code)."
+    import hashlib
+    import brainrecon.federated as module
     from brainrecon.config import find_project_root
+    code = hashlib.sha256(Path(module.__file__).read_bytes()).hexdigest()[:16]   # a run resumes only under the same code
     return dict(config=cfg.to_dict(), root=str(find_project_root()), subjects=[int(s) for s in cfg.subjects],
-                bg=asdict(bg), out=str(Path(out).resolve()))
+                bg=asdict(bg), out=str(Path(out).resolve()), code=code)
 
 def _site(context: Context, settings: dict) -> SubjectSite:
     "The site this client process is: subject, configuration and folder from the node config, else from the settings."
@@ -470,7 +473,7 @@ def serve_rounds(grid: Grid, settings: dict, progress: bool = True) -> dict:
         state = dict(round=0, rows=[], settings=settings,
                      arrays={k: v.numpy() for k, v in make_backbone(bg).state_dict().items()})
     elif {k: v for k, v in state["settings"].items() if k != "config"} != {k: v for k, v in settings.items() if k != "config"}:
-        raise ValueError(f"{out / 'server.pt'} belongs to a run with other settings; resume with the same ones or use a new --out")
+        raise ValueError(f"{out / 'server.pt'} belongs to a run with other settings or code; resume with the same ones or use a new --out")
     else:
         log.info("resuming after round %d of %d", state["round"], bg.rounds)
     strategy = BackboneFedAvg(state["arrays"].keys(), n_sites)
@@ -504,7 +507,7 @@ def serve_rounds(grid: Grid, settings: dict, progress: bool = True) -> dict:
     (out / "summary.json").write_text(json.dumps(dict(rounds=bg.rounds, sites=summaries), indent=1))
     return dict(rounds=state["round"], sites=summaries)
 
-# %% ../nbs/05_federated.ipynb #0dddc695
+# %% ../nbs/05_federated.ipynb #4a99fd66
 server_app = ServerApp()
 
 @server_app.main()
@@ -516,7 +519,7 @@ def _server_main(grid: Grid, context: Context) -> None:
     out = str(rc.get("out", "")) or cfg.run_dir / "federated"
     serve_rounds(grid, federation_settings(cfg, bg, out))
 
-# %% ../nbs/05_federated.ipynb #3abece75
+# %% ../nbs/05_federated.ipynb #8be301ae
 FLOWER_ENV = {"FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1", "FLWR_DISABLE_UPDATE_CHECK": "1",
               "RAY_USAGE_STATS_ENABLED": "0", "RAY_DEDUP_LOGS": "0"}
 
