@@ -30,11 +30,11 @@ __all__ = ['log', 'SUBJECTS', 'NSD_SESSIONS', 'BETA_SCALE', 'BETAS_FORMATS', 'CA
            'MINI_VERSION', 'expdesign_path', 'stimuli_path', 'mask_path', 'betas_path', 'find_betas',
            'available_sessions', 'required_files', 'NSDDataError', 'ExpDesign', 'load_expdesign', 'TrialTable',
            'trial_table', 'load_mask', 'betas_shape', 'read_session', 'PreparedSubject', 'prepare_subject',
-           'load_stimuli', 'zscore_voxels', 'repeat_reliability', 'render_digits', 'low_level_features', 'roi_volume',
-           'voxel_signal', 'random_design', 'write_betas', 'make_mini_nsd', 'mini_world_params', 'ensure_mini_nsd',
-           'ensure_world', 'load_mini_truth']
+           'load_stimuli', 'voxel_statistics', 'zscore_with', 'zscore_voxels', 'repeat_reliability', 'render_digits',
+           'low_level_features', 'roi_volume', 'voxel_signal', 'random_design', 'write_betas', 'make_mini_nsd',
+           'mini_world_params', 'ensure_mini_nsd', 'ensure_world', 'load_mini_truth']
 
-# %% ../nbs/01_data.ipynb #1ba3c989
+# %% ../nbs/01_data.ipynb #a358416d
 SUBJECTS = (1, 2, 5, 7)            # the NSD subjects that finished all 40 sessions
 NSD_SESSIONS = 40                  # sessions per subject in NSD
 BETA_SCALE = 300.0                 # stored int16 betas = percent signal change x 300
@@ -58,7 +58,7 @@ def betas_path(nsd_root, subject: int, session: int, fmt: str = "nii.gz") -> Pat
     return (Path(nsd_root) / f"nsddata_betas/ppdata/subj{subject:02d}/func1pt8mm/betas_fithrf_GLMdenoise_RR"
             / f"betas_session{session:02d}.{fmt}")
 
-# %% ../nbs/01_data.ipynb #0e2e0907
+# %% ../nbs/01_data.ipynb #70b5808b
 def find_betas(nsd_root, subject: int, session: int) -> Path:
     "The betas file of one session, `.nii.gz` preferred, `.hdf5` otherwise; a clear error when neither exists."
     for fmt in BETAS_FORMATS:
@@ -79,7 +79,7 @@ def required_files(subject: int, sessions: Iterable[int] = range(1, NSD_SESSIONS
     if stimuli: files.append(stimuli_path("").as_posix())
     return files
 
-# %% ../nbs/01_data.ipynb #357e8fb8
+# %% ../nbs/01_data.ipynb #48f1fd9f
 class NSDDataError(ValueError):
     "An NSD file is present but its content is not what the reader expects."
 
@@ -108,7 +108,7 @@ def load_expdesign(nsd_root) -> ExpDesign:
         raise NSDDataError(f"{path}: masterordering refers to slots outside 1..{design.subjectim.shape[1]}")
     return design
 
-# %% ../nbs/01_data.ipynb #3961e28a
+# %% ../nbs/01_data.ipynb #780f96ae
 @dataclass
 class TrialTable:
     "One row per trial used: `(n_trials,)` arrays; `row` indexes the split's image list."
@@ -146,7 +146,7 @@ def trial_table(design: ExpDesign, subject: int, sessions: Sequence[int],
     table = TrialTable(np.repeat(sessions, trials_per_session), trial, image_id, is_test, row)
     return table, train_ids, test_ids
 
-# %% ../nbs/01_data.ipynb #3c2dd28b
+# %% ../nbs/01_data.ipynb #6bfb8f35
 def load_mask(nsd_root, subject: int) -> np.ndarray:
     "The nsdgeneral ROI as a boolean `(X, Y, Z)` volume (voxels with value > 0)."
     path = mask_path(nsd_root, subject)
@@ -213,7 +213,7 @@ def read_session(path: Path, mask: np.ndarray, block: int = 50) -> np.ndarray:
         raise NSDDataError(f"{path}: cannot be read, truncated or corrupt? ({type(e).__name__}: {e})") from e
     return out
 
-# %% ../nbs/01_data.ipynb #0dd5a6c2
+# %% ../nbs/01_data.ipynb #981c7ad9
 CACHE_VERSION = 1
 
 @dataclass
@@ -251,7 +251,7 @@ class PreparedSubject:
         if split not in ("train", "test"): raise ValueError(f"split must be 'train' or 'test', got {split!r}")
         return self.trials.is_test if split == "test" else ~self.trials.is_test
 
-# %% ../nbs/01_data.ipynb #8a6fa184
+# %% ../nbs/01_data.ipynb #7b3bff02
 def _sha256(path: Path) -> str:
     with open(path, "rb") as f: return hashlib.file_digest(f, "sha256").hexdigest()
 
@@ -278,7 +278,7 @@ def _mean_by_row(betas: np.ndarray, rows: np.ndarray, n_rows: int, chunk: int = 
 _ARRAYS = ("train_fmri", "test_fmri", "train_ids", "test_ids", "trial_betas", "voxel_ijk")
 _TRIAL_FIELDS = ("session", "trial", "image_id", "is_test", "row")
 
-# %% ../nbs/01_data.ipynb #503468d4
+# %% ../nbs/01_data.ipynb #300fac9b
 def _load_cache(out_dir: Path, subject: int, sessions: tuple, sources: dict[str, Path]) -> PreparedSubject | None:
     "The cached subject in `out_dir` if it matches the request and no source changed, else None."
     try: manifest = json.loads((out_dir / "manifest.json").read_text())
@@ -315,7 +315,7 @@ def _write_cache(prep: PreparedSubject, out_dir: Path) -> None:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
 
-# %% ../nbs/01_data.ipynb #e7e63540
+# %% ../nbs/01_data.ipynb #3898084c
 def prepare_subject(nsd_root, subject: int, sessions: Sequence[int] | None = None,
                     out_dir: Path | str | None = None, progress: bool = True) -> PreparedSubject:
     """Betas of `subject`'s nsdgeneral voxels over `sessions`, split into train and test images.
@@ -384,7 +384,7 @@ def _version() -> str:
     from brainrecon import __version__
     return __version__
 
-# %% ../nbs/01_data.ipynb #c1aae889
+# %% ../nbs/01_data.ipynb #f10b138f
 def load_stimuli(nsd_root, ids: Sequence[int], batch: int = 64) -> np.ndarray:
     "Stimuli `ids` (0-based) from the brick: `(n, H, W, 3) uint8`, in the order of `ids`."
     path = stimuli_path(nsd_root)
@@ -404,15 +404,23 @@ def load_stimuli(nsd_root, ids: Sequence[int], batch: int = 64) -> np.ndarray:
     except (OSError, KeyError) as e: raise NSDDataError(f"{path}: cannot be read ({e})") from e
     return out[inverse]
 
-# %% ../nbs/01_data.ipynb #3d4a53c6
+# %% ../nbs/01_data.ipynb #8be3d2a3
+def voxel_statistics(train: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    "Per-voxel mean and std (ddof=1) of `train` `(n, n_voxels)`, float64; a constant voxel's std is inf (it z-scores to 0)."
+    mean, std = train.mean(0, dtype=np.float64), train.std(0, ddof=1, dtype=np.float64)
+    std[std == 0] = np.inf
+    return mean, std
+
+def zscore_with(x: np.ndarray, mean: np.ndarray, std: np.ndarray) -> np.ndarray:
+    "`x` `(..., n_voxels)` z-scored with given per-voxel statistics (e.g. saved with a model); float32."
+    return ((np.asarray(x, np.float64) - mean) / std).astype(np.float32)
+
 def zscore_voxels(train: np.ndarray, *others: np.ndarray) -> tuple[np.ndarray, ...]:
     "`train` and each of `others` z-scored per voxel (column) with train's mean and std (ddof=1); float32."
-    mean = train.mean(0, dtype=np.float64)
-    std = train.std(0, ddof=1, dtype=np.float64)
-    std[std == 0] = np.inf
-    return tuple(((np.asarray(x, np.float64) - mean) / std).astype(np.float32) for x in (train, *others))
+    mean, std = voxel_statistics(train)
+    return tuple(zscore_with(x, mean, std) for x in (train, *others))
 
-# %% ../nbs/01_data.ipynb #2347b0b7
+# %% ../nbs/01_data.ipynb #3271ca17
 def repeat_reliability(prep: PreparedSubject, split: str = "test") -> np.ndarray:
     "Per-voxel Pearson r between first and second repeats over the images of `split` seen twice: `(n_voxels,)`."
     sel = np.flatnonzero(prep._split(split))
@@ -428,7 +436,7 @@ def repeat_reliability(prep: PreparedSubject, split: str = "test") -> np.ndarray
     a -= a.mean(0); b -= b.mean(0)
     return (a * b).sum(0) / np.sqrt((a * a).sum(0) * (b * b).sum(0) + 1e-12)
 
-# %% ../nbs/01_data.ipynb #68764a11
+# %% ../nbs/01_data.ipynb #db79b835
 MINI_VOXELS = {1: 1572, 2: 1428, 5: 1304, 7: 1268}                 # NSD's nsdgeneral counts / 10
 MINI_VOLUMES = {1: (24, 28, 22), 2: (23, 28, 21), 5: (24, 27, 22), 7: (23, 27, 21)}
 MINI_VERSION = 1
@@ -444,7 +452,7 @@ def render_digits(digits: np.ndarray, size: int, rng: np.random.Generator) -> np
     bg = rng.uniform(0.02, 0.12, (len(digits), 1, 1, 3)).astype(np.float32)
     return np.round(255 * (bg * (1 - ink) + fg * ink)).astype(np.uint8)
 
-# %% ../nbs/01_data.ipynb #af6b18a0
+# %% ../nbs/01_data.ipynb #89d5a3f5
 def _gabor_bank(wavelengths=(6.0, 12.0), n_orient: int = 4) -> list[tuple[np.ndarray, np.ndarray]]:
     "Quadrature pairs (even, odd) of zero-mean Gabor kernels."
     bank = []
@@ -479,7 +487,7 @@ def low_level_features(images: np.ndarray, grid: int = 8, res: int = 32) -> np.n
     p = res // grid
     return f.reshape(len(x), len(chans), grid, p, grid, p).mean((3, 5))
 
-# %% ../nbs/01_data.ipynb #b037e21f
+# %% ../nbs/01_data.ipynb #000da914
 def roi_volume(shape: tuple[int, int, int], n_roi: int) -> np.ndarray:
     "An nsdgeneral-like mask: -1 outside an ellipsoid brain, 0 inside, 1 for the `n_roi` voxels nearest the occipital pole."
     c = (np.array(shape) - 1) / 2
@@ -523,7 +531,7 @@ def voxel_signal(model: dict, features: np.ndarray, labels: np.ndarray) -> np.nd
     mixed = _standardise(np.sqrt(1 - s) * _standardise(low) + np.sqrt(s) * _standardise(sem))
     return (model["baseline"] + model["amplitude"] * mixed).astype(np.float32)
 
-# %% ../nbs/01_data.ipynb #cddc0625
+# %% ../nbs/01_data.ipynb #ebd6e63b
 def random_design(rng: np.random.Generator, n_stimuli: int, n_sessions: int, trials_per_session: int,
                   n_shared: int, n_train: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     "An NSD-like design: masterordering, subjectim and sharedix (1-based, as in NSD), subjects' own images disjoint."
@@ -553,7 +561,7 @@ def random_design(rng: np.random.Generator, n_stimuli: int, n_sessions: int, tri
         subjectim[s - 1] = np.concatenate([shared, own]) + 1
     return masterordering, subjectim, np.sort(shared) + 1
 
-# %% ../nbs/01_data.ipynb #85937344
+# %% ../nbs/01_data.ipynb #41f327af
 def write_betas(path: Path, volume: np.ndarray, affine: np.ndarray, fmt: str) -> None:
     "Write an `(X, Y, Z, trials)` int16 volume as NSD does: NIfTI, or HDF5 `betas` with axes reversed."
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -636,7 +644,7 @@ def make_mini_nsd(root, seed: int = 0, *, n_sessions: int = 8, trials_per_sessio
         raise
     return root
 
-# %% ../nbs/01_data.ipynb #cb37f1db
+# %% ../nbs/01_data.ipynb #1a0b2f6d
 def mini_world_params(root) -> dict | None:
     "The parameters a mini world at `root` was generated with, or None when `root` holds none."
     try: return json.loads((Path(root) / "mini" / "world.json").read_text())

@@ -28,10 +28,10 @@ log = logging.getLogger(__name__)
 __all__ = ['log', 'MINI_BG', 'ROUND_COLUMNS', 'client_app', 'server_app', 'FLOWER_ENV', 'BGConfig', 'bg_config', 'InputLayer',
            'ResidualBlock', 'projector', 'Backbone', 'BGModel', 'make_backbone', 'backbone_parameters',
            'soft_clip_loss', 'bg_loss', 'ala_mix', 'SubjectSite', 'PrivacyError', 'check_backbone_only',
-           'load_personalised', 'predict', 'message_bytes', 'arrays_wire_bytes', 'federation_settings', 'site_train',
+           'load_personalised', 'predict', 'wire_bytes', 'arrays_wire_bytes', 'federation_settings', 'site_train',
            'site_evaluate', 'BackboneFedAvg', 'load_server_state', 'serve_rounds', 'federate']
 
-# %% ../nbs/05_federated.ipynb #a9068281
+# %% ../nbs/05_federated.ipynb #16013d12
 @dataclass
 class BGConfig:
     "Architecture and training settings of the BG pipeline (defaults: the thesis' real-NSD setting)."
@@ -72,7 +72,7 @@ def bg_config(cfg, **overrides) -> BGConfig:
         base = {}
     return BGConfig(**{**base, **overrides})
 
-# %% ../nbs/05_federated.ipynb #20ee453c
+# %% ../nbs/05_federated.ipynb #2588c203
 class InputLayer(nn.Sequential):
     "The private part: `(n, n_voxels)` z-scored voxels -> `(n, hidden)`."
     def __init__(self, n_voxels: int, hidden: int, dropout: float = 0.15):
@@ -117,7 +117,7 @@ def make_backbone(bg: BGConfig, seed: int | None = None) -> Backbone:
     torch.manual_seed(bg.seed if seed is None else seed)
     return Backbone(bg.hidden, bg.token_shape, bg.n_blocks, bg.projector_hidden, bg.dropout)
 
-# %% ../nbs/05_federated.ipynb #a86610d7
+# %% ../nbs/05_federated.ipynb #0b8506e3
 def backbone_parameters(hidden: int = 2048, token_counts: tuple[int, ...] = (16,), d: int = 768, n_blocks: int = 4,
                         projector_hidden: int = 2048) -> int:
     "Parameters of a backbone with one head (+ projector) per entry of `token_counts`, counted from the modules."
@@ -127,7 +127,7 @@ def backbone_parameters(hidden: int = 2048, token_counts: tuple[int, ...] = (16,
         projs = [projector(d, projector_hidden) for _ in token_counts]
     return sum(p.numel() for mod in (blocks, *heads, *projs) for p in mod.parameters())
 
-# %% ../nbs/05_federated.ipynb #13588875
+# %% ../nbs/05_federated.ipynb #96c05bc1
 def soft_clip_loss(P: torch.Tensor, T: torch.Tensor, tau: float = 0.05) -> torch.Tensor:
     "SoftCLIP between L2-normalised `P` `(n, k)` and `T` `(n, k)`: cross-entropy to `softmax(T T^T / tau)`, both ways."
     soft = (T @ T.T / tau).softmax(-1)
@@ -141,7 +141,7 @@ def bg_loss(pred: torch.Tensor, target: torch.Tensor, mse_weight: float = 1e4, t
     P, T = F.normalize(pred.flatten(1), dim=-1), F.normalize(target.flatten(1), dim=-1)
     return 2 * mse_weight * F.mse_loss(P, T) + soft_clip_loss(P, T, tau)
 
-# %% ../nbs/05_federated.ipynb #bb298de8
+# %% ../nbs/05_federated.ipynb #e30855dc
 def ala_mix(model: BGModel, global_state: dict, weights: dict | None, x: torch.Tensor, y: torch.Tensor, bg: BGConfig,
             epochs: int, generator: torch.Generator) -> dict:
     """Load `global_state` into `model.backbone`, mixing its last `bg.ala_tensors` tensors with the local ones.
@@ -177,7 +177,7 @@ def ala_mix(model: BGModel, global_state: dict, weights: dict | None, x: torch.T
         model.backbone.load_state_dict(mixed(weights))
     return {k: w.detach() for k, w in weights.items()}
 
-# %% ../nbs/05_federated.ipynb #6df2ffa2
+# %% ../nbs/05_federated.ipynb #bd3ce9dd
 def _atomic_torch_save(obj, path: Path):
     tmp = path.with_name(path.name + ".tmp")
     torch.save(obj, tmp)
@@ -189,7 +189,8 @@ class SubjectSite:
     "One subject's client: its voxels, private input layer, local backbone and training state, kept in `folder`."
     def __init__(self, cfg, subject: int, bg: BGConfig, folder: Path | str, device: str = "cpu", progress: bool = False):
         from brainrecon.data import prepare_subject
-        from brainrecon.regression import subject_tokens, voxel_statistics
+        from brainrecon.data import voxel_statistics
+        from brainrecon.regression import subject_tokens
         self.cfg, self.subject, self.bg, self.device = cfg, subject, bg, device
         self.folder = Path(folder); self.folder.mkdir(parents=True, exist_ok=True)
         self.prep = prepare_subject(cfg.nsd_path, subject, cfg.sessions, out_dir=cfg.prepared_dir(subject), progress=progress)
@@ -224,7 +225,8 @@ class SubjectSite:
 
     def _tensor(self, fmri: np.ndarray) -> torch.Tensor:
         "Raw voxels -> z-scored float32 tensor on the site's device."
-        return torch.as_tensor(((np.asarray(fmri, np.float64) - self.voxel_mean) / self.voxel_std).astype(np.float32)).to(self.device)
+        from brainrecon.data import zscore_with
+        return torch.as_tensor(zscore_with(fmri, self.voxel_mean, self.voxel_std)).to(self.device)
 
     @property
     def n_train(self) -> int: return len(self.train_rows)
@@ -340,7 +342,7 @@ class SubjectSite:
         (self.folder / "summary.json").write_text(json.dumps(summary, indent=1))
         return summary
 
-# %% ../nbs/05_federated.ipynb #400887db
+# %% ../nbs/05_federated.ipynb #c66c7c36
 class PrivacyError(RuntimeError): "A site sent something other than the shared backbone."
 
 def check_backbone_only(keys, backbone_keys, where: str = "") -> None:
@@ -350,7 +352,7 @@ def check_backbone_only(keys, backbone_keys, where: str = "") -> None:
         extra, missing = sorted(set(keys) - set(backbone_keys)), sorted(set(backbone_keys) - set(keys))
         raise PrivacyError(f"{where}a site sent tensors outside the shared backbone {extra[:5]} (missing: {missing[:5]})")
 
-# %% ../nbs/05_federated.ipynb #930b6b00
+# %% ../nbs/05_federated.ipynb #0f3eec47
 def load_personalised(folder: Path | str, device: str = "cpu") -> tuple[BGModel, dict, dict]:
     "A subject's personalised model (eval mode), its JSON facts and its voxel statistics, from `folder` (`out/subjXX`)."
     from safetensors.torch import load_file
@@ -371,25 +373,24 @@ def predict(subject: int, fmri: np.ndarray, out: Path | str, device: str = "cpu"
     if fmri.ndim == 1: fmri = fmri[None]
     if fmri.ndim != 2 or fmri.shape[1] != meta["n_voxels"]:
         raise ValueError(f"expected voxels (n, {meta['n_voxels']}) for subject {subject}'s BG model, got {fmri.shape}")
-    x = ((fmri.astype(np.float64) - stats["voxel_mean"]) / stats["voxel_std"]).astype(np.float32)
+    from brainrecon.data import zscore_with
+    x = zscore_with(fmri, stats["voxel_mean"], stats["voxel_std"])
     with torch.no_grad():
         return np.concatenate([model(torch.as_tensor(x[a:a + batch_size], device=device)).cpu().numpy()
                                for a in range(0, len(x), batch_size)])
 
-# %% ../nbs/05_federated.ipynb #07ae0bb3
+# %% ../nbs/05_federated.ipynb #74ac37da
 ROUND_COLUMNS = ["round", "subject", "bytes_sent", "bytes_received", "train_loss", "val_similarity"]
 
-def message_bytes(msg: Message) -> int:
-    """Bytes of `msg` as Flower puts it on the wire: the sum of its serialised ("deflated") objects (message, record
-    dict, records, arrays, array chunks of at most 5 MiB), which is what Flower 1.42 pushes and pulls."""
+def wire_bytes(obj) -> int:
+    """Bytes of a Flower `Message` or record as Flower puts it on the wire: the sum of its serialised ("deflated")
+    objects (message, record dict, records, arrays, array chunks of at most 5 MiB), what Flower 1.42 pushes and pulls."""
     from flwr.supercore.inflatable.inflatable_object import get_all_nested_objects
-    return sum(len(o.deflate()) for o in get_all_nested_objects(msg).values())
+    return sum(len(o.deflate()) for o in get_all_nested_objects(obj).values())
 
 def arrays_wire_bytes(arrays: dict) -> int:
     "Bytes Flower puts on the wire for an `ArrayRecord` of `arrays` `{name: ndarray}` (its deflated objects)."
-    from flwr.supercore.inflatable.inflatable_object import get_all_nested_objects
-    record = ArrayRecord(array_dict={k: Array(np.ascontiguousarray(v)) for k, v in arrays.items()})
-    return sum(len(o.deflate()) for o in get_all_nested_objects(record).values())
+    return wire_bytes(ArrayRecord(array_dict={k: Array(np.ascontiguousarray(v)) for k, v in arrays.items()}))
 
 def federation_settings(cfg, bg: BGConfig, out: Path | str) -> dict:
     "The JSON-able settings the server sends every site (and keeps, to refuse resuming a run under other settings or code)."
@@ -483,14 +484,14 @@ def serve_rounds(grid: Grid, settings: dict, progress: bool = True) -> dict:
     for r in bar:
         arrays = ArrayRecord(array_dict={k: Array(v) for k, v in state["arrays"].items()})
         msgs = list(strategy.configure_train(r, arrays, ConfigRecord(config), grid))
-        sent = {m.metadata.dst_node_id: message_bytes(m) for m in msgs}
+        sent = {m.metadata.dst_node_id: wire_bytes(m) for m in msgs}
         replies = list(grid.send_and_receive(msgs))
         _raise_errors(replies, f"round {r}")
         if len(replies) != n_sites: raise RuntimeError(f"round {r}: {len(replies)} of {n_sites} sites replied")
         rows = []
         for m in replies:
             met = m.content["metrics"]
-            rows.append(dict(round=r, subject=int(met["subject"]), bytes_sent=message_bytes(m),
+            rows.append(dict(round=r, subject=int(met["subject"]), bytes_sent=wire_bytes(m),
                              bytes_received=sent[m.metadata.src_node_id], train_loss=float(met["train_loss"]),
                              val_similarity=float(met["val_similarity"])))
         agg, _ = strategy.aggregate_train(r, replies)
@@ -507,7 +508,7 @@ def serve_rounds(grid: Grid, settings: dict, progress: bool = True) -> dict:
     (out / "summary.json").write_text(json.dumps(dict(rounds=bg.rounds, sites=summaries), indent=1))
     return dict(rounds=state["round"], sites=summaries)
 
-# %% ../nbs/05_federated.ipynb #4a99fd66
+# %% ../nbs/05_federated.ipynb #ab78ebb4
 server_app = ServerApp()
 
 @server_app.main()
@@ -519,7 +520,7 @@ def _server_main(grid: Grid, context: Context) -> None:
     out = str(rc.get("out", "")) or cfg.run_dir / "federated"
     serve_rounds(grid, federation_settings(cfg, bg, out))
 
-# %% ../nbs/05_federated.ipynb #8be301ae
+# %% ../nbs/05_federated.ipynb #82162595
 FLOWER_ENV = {"FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1", "FLWR_DISABLE_UPDATE_CHECK": "1",
               "RAY_USAGE_STATS_ENABLED": "0", "RAY_DEDUP_LOGS": "0"}
 

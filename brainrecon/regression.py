@@ -22,9 +22,9 @@ DEFAULT_ALPHAS = tuple(np.logspace(1, 6, 10).round(4))
 # %% auto #0
 __all__ = ['log', 'DEFAULT_ALPHAS', 'gram', 'eigh', 'center_gram', 'gcv_errors', 'loo_errors', 'dual_weights', 'RidgeDecoder',
            'renormalize_predictions', 'save_ridge', 'load_ridge', 'encoder_spec', 'subject_tokens', 'fit_subject',
-           'voxel_statistics', 'predict_ridge', 'ridge_cost']
+           'predict_ridge', 'ridge_cost']
 
-# %% ../nbs/04_regression.ipynb #487e1114
+# %% ../nbs/04_regression.ipynb #200fb5c6
 def gram(X: torch.Tensor) -> torch.Tensor:
     "`X X^T` for `X` `(n, p)`: BLAS syrk on the CPU (half the flops of a general product), a matmul on CUDA."
     if X.device.type == "cpu" and X.dtype in (torch.float32, torch.float64):
@@ -58,7 +58,7 @@ def center_gram(G: torch.Tensor) -> torch.Tensor:
     G -= m[None, :].to(G.dtype); G -= m[:, None].to(G.dtype); G += m.mean().to(G.dtype)
     return G
 
-# %% ../nbs/04_regression.ipynb #4fe55473
+# %% ../nbs/04_regression.ipynb #2c9dde6e
 def gcv_errors(s: torch.Tensor, R: torch.Tensor, outside: torch.Tensor, n: int, alphas: Sequence[float],
                intercept: bool) -> torch.Tensor:
     """Generalised CV error `(n_alphas, t)` from eigenvalues `s` `(r,)`, `R = U^T Yc` `(r, t)` and
@@ -91,7 +91,7 @@ def dual_weights(U: torch.Tensor, s: torch.Tensor, R: torch.Tensor, alpha: torch
     inv = 1.0 / (s.double()[:, None] + alpha.double().reshape(1, -1))        # (r, t) or (r, 1)
     return U @ (inv.to(R.dtype) * R)
 
-# %% ../nbs/04_regression.ipynb #60b26b16
+# %% ../nbs/04_regression.ipynb #c7393131
 class RidgeDecoder(RegressorMixin, BaseEstimator):
     """Ridge regression `Y ~ X` with alpha chosen by GCV, exact LOO or k-fold CV from one decomposition.
 
@@ -206,7 +206,7 @@ class RidgeDecoder(RegressorMixin, BaseEstimator):
             raise ValueError(f"X must be (n, {self.n_features_in_}), got {tuple(X.shape)}")
         return (X @ self._tensor(self.coef_).T + self._tensor(self.intercept_)).cpu().numpy().astype(np.float32)
 
-# %% ../nbs/04_regression.ipynb #67795eef
+# %% ../nbs/04_regression.ipynb #b2c66366
 def renormalize_predictions(pred: np.ndarray, train_targets: np.ndarray) -> np.ndarray:
     "TRANSDUCTIVE: standardise `pred` `(n_test, ...)` per target with its own statistics, rescale to `train_targets`'."
     flat = pred.reshape(len(pred), -1).astype(np.float64)
@@ -214,7 +214,7 @@ def renormalize_predictions(pred: np.ndarray, train_targets: np.ndarray) -> np.n
     z = (flat - flat.mean(0)) / (flat.std(0) + 1e-12)
     return (z * ref.std(0) + ref.mean(0)).astype(np.float32).reshape(pred.shape)
 
-# %% ../nbs/04_regression.ipynb #9c0785c1
+# %% ../nbs/04_regression.ipynb #cbb283e3
 def save_ridge(model: RidgeDecoder, path: Path | str, arrays: dict | None = None, **extra) -> Path:
     """Write `path`.safetensors and `path`.json (extra JSON-able facts, e.g. token_shape, go into the JSON).
 
@@ -248,7 +248,7 @@ def load_ridge(path: Path | str) -> tuple[RidgeDecoder, dict]:
     meta["arrays"] = {k: v for k, v in t.items() if k not in ("coef", "intercept", "alpha")}
     return model, meta
 
-# %% ../nbs/04_regression.ipynb #184af1c0
+# %% ../nbs/04_regression.ipynb #8fe752a7
 def encoder_spec(cfg) -> str:
     "The token encoder a configuration implies: the mini encoder without real weights, IP-Adapter Plus with them."
     return "mini" if cfg.models_root is None else "ip-adapter-plus"
@@ -268,7 +268,7 @@ def fit_subject(cfg, subject: int, alphas: Sequence[float] = DEFAULT_ALPHAS, cv:
                 progress: bool = True) -> dict:
     "Fit RR for `subject` on the configuration's data and encoder; write model, test predictions and a summary."
     from brainrecon.config import resolve_device
-    from brainrecon.data import load_mini_truth, prepare_subject, zscore_voxels
+    from brainrecon.data import load_mini_truth, prepare_subject, voxel_statistics, zscore_with
     from brainrecon.metrics import two_way_identification
     prep = prepare_subject(cfg.nsd_path, subject, cfg.sessions, out_dir=cfg.prepared_dir(subject), progress=progress)
     y_train, y_test, uncond = subject_tokens(cfg, prep, progress=progress)
@@ -279,7 +279,7 @@ def fit_subject(cfg, subject: int, alphas: Sequence[float] = DEFAULT_ALPHAS, cv:
         pick = lambda ids: truth["signal"][np.searchsorted(truth["signal_ids"], ids)]
         x_train, x_test = pick(prep.train_ids), pick(prep.test_ids)
     voxel_mean, voxel_std = voxel_statistics(x_train)
-    x_train, x_test = zscore_voxels(x_train, x_test)
+    x_train, x_test = zscore_with(x_train, voxel_mean, voxel_std), zscore_with(x_test, voxel_mean, voxel_std)
     model = RidgeDecoder(alphas, cv=cv, alpha_per_target=alpha_per_target, device=resolve_device(cfg.device),
                          progress=progress).fit(x_train, y_train.reshape(len(y_train), -1))
     pred = model.predict(x_test).reshape(y_test.shape)
@@ -298,12 +298,6 @@ def fit_subject(cfg, subject: int, alphas: Sequence[float] = DEFAULT_ALPHAS, cv:
     (out / "summary.json").write_text(json.dumps(summary, indent=1))
     return summary
 
-def voxel_statistics(train: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    "Per-voxel mean and std (ddof=1) of `train`, float64, as `zscore_voxels` uses them (std 0 -> inf)."
-    mean, std = train.mean(0, dtype=np.float64), train.std(0, ddof=1, dtype=np.float64)
-    std[std == 0] = np.inf
-    return mean, std
-
 def predict_ridge(folder: Path | str, fmri: np.ndarray) -> np.ndarray:
     "Tokens `(n, *token_shape)` from raw voxels `(n, V)` (or one `(V,)`) with the RR model `fit_subject` wrote to `folder`."
     model, meta = load_ridge(Path(folder) / "model")
@@ -312,10 +306,11 @@ def predict_ridge(folder: Path | str, fmri: np.ndarray) -> np.ndarray:
     if fmri.ndim != 2 or fmri.shape[1] != model.n_features_in_:
         raise ValueError(f"expected voxels (n, {model.n_features_in_}) for this model, got {fmri.shape}")
     stats = meta["arrays"]
-    x = ((fmri.astype(np.float64) - stats["voxel_mean"]) / stats["voxel_std"]).astype(np.float32)
+    from brainrecon.data import zscore_with
+    x = zscore_with(fmri, stats["voxel_mean"], stats["voxel_std"])
     return model.predict(x).reshape(len(x), *meta["token_shape"])
 
-# %% ../nbs/04_regression.ipynb #a1daed71
+# %% ../nbs/04_regression.ipynb #beb0034a
 def _ridge_cost_child(n_samples, n_voxels, n_targets, alphas, seed, folder, queue):
     import resource, time
     rng = np.random.default_rng(seed)
