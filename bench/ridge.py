@@ -3,7 +3,7 @@ loop and himalaya's KernelRidgeCV, on synthetic data of real NSD subj01 shapes, 
 
   (a) thesis baseline: sklearn Ridge(alpha=60000), one fit per token (16 x 768 targets), float64
   (b) himalaya KernelRidgeCV, torch backend, the same 10-alpha grid
-  (c) brainrecon RidgeDecoder, the same grid, cv="gcv" (and cv="loo" with --loo)
+  (c) brainrecon RidgeDecoder, the same grid, cv="gcv" (band reduction; cv="loo" with --loo)
 
 Each runs in a fresh process (fit + test predictions); prints seconds, peak RSS, ratios, and
 the achieved fraction of this machine's float32 matrix-multiply rate for the dominant steps.
@@ -58,16 +58,24 @@ print(json.dumps({"seconds": seconds, "peak_rss_mb": hwm / 1024, **info}))
 STEPS = r"""
 import json, sys, time
 import numpy as np, torch
-from brainrecon.regression import gram, eigh, center_gram
+from brainrecon.regression import gram, center_gram, band_reduce, shift_factor
 d = np.load(sys.argv[1] + "/data.npz"); X, Y = torch.from_numpy(d["X"]), torch.from_numpy(d["Y"])
+alphas = json.loads(sys.argv[2])
 n, p, t = X.shape[0], X.shape[1], Y.shape[1]
-a = torch.randn(2048, 2048); b = torch.randn(2048, 2048); a @ b
-t0 = time.perf_counter(); [a @ b for _ in range(5)]; peak = 5 * 2 * 2048 ** 3 / (time.perf_counter() - t0)
+a = torch.randn(4096, 4096); b = torch.randn(4096, 4096); a @ b
+t0 = time.perf_counter(); [a @ b for _ in range(3)]; peak = 3 * 2 * 4096 ** 3 / (time.perf_counter() - t0)
 t0 = time.perf_counter(); K = center_gram(gram(X)); t_gram = time.perf_counter() - t0
-t0 = time.perf_counter(); s, U = eigh(K); t_eigh = time.perf_counter() - t0
-t0 = time.perf_counter(); R = U.T @ (Y - Y.mean(0)); t_r = time.perf_counter() - t0
+t0 = time.perf_counter(); band = band_reduce(K); t_band = time.perf_counter() - t0
+del K
+t0 = time.perf_counter(); Z = band.qt(Y - Y.mean(0)); t_qt = time.perf_counter() - t0
+t0 = time.perf_counter(); factors = [shift_factor(band, a, torch.float32) for a in alphas]; t_fac = time.perf_counter() - t0
+t0 = time.perf_counter()
+for f in factors:
+    for c in range(0, t, 4096): f.solve(Z[:, c:c + 4096], norms=True)
+t_solve = time.perf_counter() - t0
 print(json.dumps({"gemm_gflops": peak / 1e9, "gram_s": t_gram, "gram_frac": (n * n * p) / t_gram / peak,
-                  "eigh_s": t_eigh, "utr_s": t_r, "utr_frac": (2 * n * n * t) / t_r / peak}))
+                  "band_s": t_band, "band_frac": (2 * n ** 3) / t_band / peak, "qt_s": t_qt, "qt_frac": (2 * n * n * t) / t_qt / peak,
+                  "factor_s": t_fac, "solve_s": t_solve, "solve_frac": len(alphas) * 8 * n * 64 * t / t_solve / peak}))
 """
 
 
@@ -101,7 +109,7 @@ def main():
         for which in ["gcv"] + (["loo"] if args.loo else []) + [w for w in ("sklearn", "himalaya") if w not in args.skip]:
             results[which] = run(CHILD, which, folder, json.dumps(ALPHAS))
             print(f"  {which:9s} {results[which]['seconds']:8.1f} s  peak RSS {results[which]['peak_rss_mb']:7.0f} MB", flush=True)
-        steps = run(STEPS, folder)
+        steps = run(STEPS, folder, json.dumps(ALPHAS))
         ours = np.load(folder + "/pred_gcv.npy")
         agree = {k: float(np.corrcoef(ours.ravel(), np.load(folder + f"/pred_{k}.npy").ravel())[0, 1]) for k in results if k != "gcv"}
     g = results["gcv"]
@@ -113,8 +121,11 @@ def main():
             r = results[k]
             print(f"{label:52s}: {r['seconds']:7.1f} s, peak RSS {r['peak_rss_mb']:6.0f} MB; "
                   f"RidgeDecoder is {r['seconds'] / g['seconds']:.1f}x faster" + (f"; predictions r = {agree[k]:.4f}" if k in agree else ""))
-    print(f"dominant steps: sgemm {steps['gemm_gflops']:.0f} GFLOP/s; Gram (syrk) {steps['gram_s']:.1f} s at "
-          f"{100 * steps['gram_frac']:.0f}% of it; eigh {steps['eigh_s']:.1f} s; U^T Y {steps['utr_s']:.1f} s at {100 * steps['utr_frac']:.0f}%")
+    print(f"dominant steps (sgemm {steps['gemm_gflops']:.0f} GFLOP/s on 4096^3, the reference): Gram (syrk, n^2 p) "
+          f"{steps['gram_s']:.1f} s at {100 * steps['gram_frac']:.0f}%; band reduction (2 n^3) {steps['band_s']:.1f} s at "
+          f"{100 * steps['band_frac']:.0f}%; Q^T Y (2 n^2 t) {steps['qt_s']:.1f} s at {100 * steps['qt_frac']:.0f}%; "
+          f"{len(ALPHAS)} shifted factorisations {steps['factor_s']:.1f} s; GCV solves ({len(ALPHAS)} x 8 n b t) "
+          f"{steps['solve_s']:.1f} s at {100 * steps['solve_frac']:.0f}%")
 
 
 if __name__ == "__main__":
