@@ -28,7 +28,7 @@ __all__ = ['log', 'DEFAULT_ALPHAS', 'BAND', 'GROUP', 'gram', 'eigh', 'center_gra
            'renormalize_predictions', 'save_ridge', 'load_ridge', 'encoder_spec', 'subject_tokens', 'fit_subject',
            'predict_ridge', 'ridge_cost']
 
-# %% ../nbs/04_regression.ipynb #76371034
+# %% ../nbs/04_regression.ipynb #d3443e8e
 def gram(X: torch.Tensor) -> torch.Tensor:
     "`X X^T` for `X` `(n, p)`: BLAS syrk on the CPU (half the flops of a general product), a matmul on CUDA."
     if X.device.type == "cpu" and X.dtype in (torch.float32, torch.float64):
@@ -62,7 +62,7 @@ def center_gram(G: torch.Tensor) -> torch.Tensor:
     G -= m[None, :].to(G.dtype); G -= m[:, None].to(G.dtype); G += m.mean().to(G.dtype)
     return G
 
-# %% ../nbs/04_regression.ipynb #850fff55
+# %% ../nbs/04_regression.ipynb #ae754f16
 def block_reflector(V: torch.Tensor, tau: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """`T` (upper triangular) such that `H_1 H_2 ... H_k = I - V T V^T` for the reflectors `H_i = I - tau_i v_i v_i^T`
     (columns of `V`, unit diagonal explicit; `V` is changed in place where `tau_i = 0`). Returns `T` and the taus used."""
@@ -139,7 +139,7 @@ def band_reduce(K: torch.Tensor, width: int = BAND, group: int = GROUP, progress
     if pending: merge()
     return BandForm(diag, sub, reflectors)
 
-# %% ../nbs/04_regression.ipynb #4579b2c2
+# %% ../nbs/04_regression.ipynb #9add827c
 @dataclass
 class ShiftedBand:
     "`B + alpha I` factorised: merged sweep operators (working dtype) and `tr((B + alpha I)^-1)`."
@@ -150,15 +150,15 @@ class ShiftedBand:
     trace_inv: float
 
     def solve(self, Z: torch.Tensor, norms: bool = False):
-        "`(B + alpha I)^-1 Z` for `Z` `(n, c)` (a new tensor); with `norms`, also its squared column norms (float64)."
+        "`(B + alpha I)^-1 Z` for `Z` `(n, c)` (a new tensor); with `norms`, also its squared column norms."
         U, o = Z.clone(), self.offsets
         N = len(o) - 1
         for i in range(N):
             U[o[i]:o[i + 1]] = self.forward[i] @ U[o[max(i - 1, 0)]:o[i + 1]]
-        sq = torch.zeros(U.shape[1], dtype=torch.float64, device=U.device) if norms else None
+        sq = torch.zeros(U.shape[1], dtype=U.dtype, device=U.device) if norms else None
         for i in range(N - 1, -1, -1):
             U[o[i]:o[i + 1]] = self.backward[i] @ U[o[i]:o[min(i + 2, N)]]
-            if norms: sq += U[o[i]:o[i + 1]].square().sum(0, dtype=torch.float64)
+            if norms: sq += (U[o[i]:o[i + 1]] ** 2).sum(0)       # while the block is in cache
         return (U, sq) if norms else U
 
 def shift_factor(band: BandForm, alpha: float, dtype: torch.dtype) -> ShiftedBand:
@@ -183,7 +183,7 @@ def shift_factor(band: BandForm, alpha: float, dtype: torch.dtype) -> ShiftedBan
     return ShiftedBand(float(alpha), band.offsets, [f.to(dtype) for f in forward], [b.to(dtype) for b in backward],
                        float(trace))
 
-# %% ../nbs/04_regression.ipynb #5d325f2b
+# %% ../nbs/04_regression.ipynb #cef12f72
 def gcv_errors(s: torch.Tensor, R: torch.Tensor, outside: torch.Tensor, n: int, alphas: Sequence[float],
                intercept: bool) -> torch.Tensor:
     """Generalised CV error `(n_alphas, t)` from eigenvalues `s` `(r,)`, `R = U^T Yc` `(r, t)` and
@@ -216,7 +216,7 @@ def dual_weights(U: torch.Tensor, s: torch.Tensor, R: torch.Tensor, alpha: torch
     inv = 1.0 / (s.double()[:, None] + alpha.double().reshape(1, -1))        # (r, t) or (r, 1)
     return U @ (inv.to(R.dtype) * R)
 
-# %% ../nbs/04_regression.ipynb #56634f60
+# %% ../nbs/04_regression.ipynb #e5aed6f9
 class RidgeDecoder(RegressorMixin, BaseEstimator):
     """Ridge regression `Y ~ X` with alpha chosen by GCV, exact LOO or k-fold CV from one Gram matrix.
 
@@ -311,7 +311,7 @@ class RidgeDecoder(RegressorMixin, BaseEstimator):
                 Z = band.qt(Y[:, c] - ybar[c])
                 for a, f in enumerate(factors):
                     _, sq = f.solve(Z, norms=True)
-                    errors[a, c] = f.alpha ** 2 * sq / n / (1 - dof[a] / n) ** 2
+                    errors[a, c] = f.alpha ** 2 * sq.double() / n / (1 - dof[a] / n) ** 2
         best = self._select(errors, alphas, t)
         used = sorted(set(best.tolist()))
         self._dual = dict(X=X, Y=Y, xbar=xbar, ybar=ybar, band=band, best=best.to(X.device),
@@ -336,10 +336,11 @@ class RidgeDecoder(RegressorMixin, BaseEstimator):
             Xr = Xn[r0:r0 + rows] - xbar
             S = band.qt((Xr @ X.T - (Xr @ xbar)[:, None]).T.contiguous())    # Q^T Xc Xr^T (n, m)
             H = {f.alpha: band.q(f.solve(S)) for f, _ in self._groups(slice(None))}   # (K + alpha I)^-1 Xc Xr^T
-            for c in self._chunks(Y.shape[1]):
-                Yc = Y[:, c] - ybar[c]
+            for c in self._chunks(Y.shape[1]):       # H^T (Y - 1 ybar) + ybar, without a centred copy of Y
                 for f, cols in self._groups(c):
-                    out[r0:r0 + rows, c][:, cols] = H[f.alpha].T @ Yc[:, cols] + ybar[c][cols]
+                    h = H[f.alpha]
+                    Yg, yg = (Y[:, c], ybar[c]) if isinstance(cols, slice) else (Y[:, c][:, cols], ybar[c][cols])
+                    out[r0:r0 + rows, c][:, cols] = torch.addmm(yg - h.sum(0)[:, None] * yg, h.T, Yg)
         return out
 
     def _primal_from_dual(self) -> np.ndarray:
@@ -438,7 +439,7 @@ class RidgeDecoder(RegressorMixin, BaseEstimator):
         if self._coef is None: return self._predict_dual(X).cpu().numpy().astype(np.float32)
         return (X @ self._tensor(self._coef).T + self._tensor(self.intercept_)).cpu().numpy().astype(np.float32)
 
-# %% ../nbs/04_regression.ipynb #ee31ee3a
+# %% ../nbs/04_regression.ipynb #b44c527f
 def renormalize_predictions(pred: np.ndarray, train_targets: np.ndarray) -> np.ndarray:
     "TRANSDUCTIVE: standardise `pred` `(n_test, ...)` per target with its own statistics, rescale to `train_targets`'."
     flat = pred.reshape(len(pred), -1).astype(np.float64)
@@ -446,7 +447,7 @@ def renormalize_predictions(pred: np.ndarray, train_targets: np.ndarray) -> np.n
     z = (flat - flat.mean(0)) / (flat.std(0) + 1e-12)
     return (z * ref.std(0) + ref.mean(0)).astype(np.float32).reshape(pred.shape)
 
-# %% ../nbs/04_regression.ipynb #f025f697
+# %% ../nbs/04_regression.ipynb #cebb36e2
 def save_ridge(model: RidgeDecoder, path: Path | str, arrays: dict | None = None, **extra) -> Path:
     """Write `path`.safetensors and `path`.json (extra JSON-able facts, e.g. token_shape, go into the JSON).
 
@@ -480,7 +481,7 @@ def load_ridge(path: Path | str) -> tuple[RidgeDecoder, dict]:
     meta["arrays"] = {k: v for k, v in t.items() if k not in ("coef", "intercept", "alpha")}
     return model, meta
 
-# %% ../nbs/04_regression.ipynb #9bce7e13
+# %% ../nbs/04_regression.ipynb #c5d65c33
 def encoder_spec(cfg) -> str:
     "The token encoder a configuration implies: the mini encoder without real weights, IP-Adapter Plus with them."
     return "mini" if cfg.models_root is None else "ip-adapter-plus"
@@ -542,7 +543,7 @@ def predict_ridge(folder: Path | str, fmri: np.ndarray) -> np.ndarray:
     x = zscore_with(fmri, stats["voxel_mean"], stats["voxel_std"])
     return model.predict(x).reshape(len(x), *meta["token_shape"])
 
-# %% ../nbs/04_regression.ipynb #e30264b4
+# %% ../nbs/04_regression.ipynb #6bbf3627
 def _ridge_cost_child(n_samples, n_voxels, n_targets, alphas, seed, folder, queue):
     import resource, time
     rng = np.random.default_rng(seed)
