@@ -5,7 +5,7 @@ loop and himalaya's KernelRidgeCV, on synthetic data of real NSD subj01 shapes, 
   (b) himalaya KernelRidgeCV, torch backend, the same 10-alpha grid
   (c) brainrecon RidgeDecoder, the same grid, cv="gcv" (band reduction; cv="loo" with --loo)
 
-Each runs in a fresh process (fit + test predictions); prints seconds, peak RSS, ratios, and
+Each runs in a fresh process (fit + test predictions, imports excluded); prints seconds, peak RSS, ratios, and
 the achieved fraction of this machine's float32 matrix-multiply rate for the dominant steps.
 
     python bench/ridge.py                 # full size: 8859 x 15724 train, 982 test, 12288 targets
@@ -31,22 +31,25 @@ import numpy as np
 which, folder, alphas = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
 d = np.load(folder + "/data.npz")
 X, Y, Xt, tokens = d["X"], d["Y"], d["Xt"], int(d["tokens"])
-t0 = time.perf_counter()
 if which == "sklearn":
     from sklearn.linear_model import Ridge
+elif which == "himalaya":
+    from himalaya.backend import set_backend
+    from himalaya.kernel_ridge import KernelRidgeCV
+    set_backend("torch")
+else:
+    from brainrecon.regression import RidgeDecoder
+t0 = time.perf_counter()                       # imports done: only the computation is timed
+if which == "sklearn":
     w = Y.shape[1] // tokens
     X64, Xt64 = X.astype(np.float64), Xt.astype(np.float64)
     pred = np.concatenate([Ridge(alpha=60000.0).fit(X64, Y[:, k * w:(k + 1) * w].astype(np.float64)).predict(Xt64)
                            for k in range(tokens)], 1)
     info = {"alpha": 60000.0}
 elif which == "himalaya":
-    from himalaya.backend import set_backend
-    from himalaya.kernel_ridge import KernelRidgeCV
-    set_backend("torch")
     m = KernelRidgeCV(alphas=np.array(alphas), kernel="linear", cv=5).fit(X, Y)
     pred = np.asarray(m.predict(Xt)); info = {"alpha": float(np.median(np.asarray(m.best_alphas_)))}
 else:
-    from brainrecon.regression import RidgeDecoder
     m = RidgeDecoder(alphas=alphas, cv=which).fit(X, Y)
     pred = m.predict(Xt); info = {"alpha": m.alpha_}
 seconds = time.perf_counter() - t0
