@@ -28,7 +28,7 @@ __all__ = ['log', 'DEFAULT_ALPHAS', 'BAND', 'GROUP', 'gram', 'eigh', 'center_gra
            'renormalize_predictions', 'save_ridge', 'load_ridge', 'encoder_spec', 'subject_tokens', 'fit_subject',
            'predict_ridge', 'ridge_cost']
 
-# %% ../nbs/04_regression.ipynb #e71f73e7
+# %% ../nbs/04_regression.ipynb #4a6af6f9
 def gram(X: torch.Tensor) -> torch.Tensor:
     "`X X^T` for `X` `(n, p)`: BLAS syrk on the CPU (half the flops of a general product), a matmul on CUDA."
     if X.device.type == "cpu" and X.dtype in (torch.float32, torch.float64):
@@ -62,7 +62,7 @@ def center_gram(G: torch.Tensor) -> torch.Tensor:
     G -= m[None, :].to(G.dtype); G -= m[:, None].to(G.dtype); G += m.mean().to(G.dtype)
     return G
 
-# %% ../nbs/04_regression.ipynb #fc8b0227
+# %% ../nbs/04_regression.ipynb #46dfa484
 def block_reflector(V: torch.Tensor, tau: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """`T` (upper triangular) such that `H_1 H_2 ... H_k = I - V T V^T` for the reflectors `H_i = I - tau_i v_i v_i^T`
     (columns of `V`, unit diagonal explicit; `V` is changed in place where `tau_i = 0`). Returns `T` and the taus used."""
@@ -139,7 +139,7 @@ def band_reduce(K: torch.Tensor, width: int = BAND, group: int = GROUP, progress
     if pending: merge()
     return BandForm(diag, sub, reflectors)
 
-# %% ../nbs/04_regression.ipynb #72f4f795
+# %% ../nbs/04_regression.ipynb #215caa9e
 @dataclass
 class ShiftedBand:
     "`B + alpha I` factorised: merged sweep operators (working dtype) and `tr((B + alpha I)^-1)`."
@@ -183,7 +183,7 @@ def shift_factor(band: BandForm, alpha: float, dtype: torch.dtype) -> ShiftedBan
     return ShiftedBand(float(alpha), band.offsets, [f.to(dtype) for f in forward], [b.to(dtype) for b in backward],
                        float(trace))
 
-# %% ../nbs/04_regression.ipynb #81d3f908
+# %% ../nbs/04_regression.ipynb #9ccf0d5f
 def gcv_errors(s: torch.Tensor, R: torch.Tensor, outside: torch.Tensor, n: int, alphas: Sequence[float],
                intercept: bool) -> torch.Tensor:
     """Generalised CV error `(n_alphas, t)` from eigenvalues `s` `(r,)`, `R = U^T Yc` `(r, t)` and
@@ -216,7 +216,7 @@ def dual_weights(U: torch.Tensor, s: torch.Tensor, R: torch.Tensor, alpha: torch
     inv = 1.0 / (s.double()[:, None] + alpha.double().reshape(1, -1))        # (r, t) or (r, 1)
     return U @ (inv.to(R.dtype) * R)
 
-# %% ../nbs/04_regression.ipynb #ea2a9505
+# %% ../nbs/04_regression.ipynb #d6b67595
 class RidgeDecoder(RegressorMixin, BaseEstimator):
     """Ridge regression `Y ~ X` with alpha chosen by GCV, exact LOO or k-fold CV from one Gram matrix.
 
@@ -224,12 +224,13 @@ class RidgeDecoder(RegressorMixin, BaseEstimator):
     Fitted: `alpha_` (float, or `(t,)` with `alpha_per_target`), `coef_` `(t, p)` (computed on first use after a
     band-reduction fit), `intercept_` `(t,)`, `cv_errors_` `(n_alphas,)` mean CV error over targets for each alpha.
     `cv=None` with a single alpha fits without selection (the thesis' setting). `solver`: "auto" (band reduction for
-    GCV or a fixed alpha with `band_min_samples` <= n <= p, the eigendecomposition otherwise), "band" or "eigh".
+    GCV or a fixed alpha with `band_min_samples` <= n <= p, the eigendecomposition otherwise), "band" or "eigh";
+    `band_min_samples=None`: 4096 on the CPU, 0 on CUDA (where float32 `eigh` is the less accurate of the two).
     After a band fit the decoder keeps references to `X` and `Y` until `coef_` is computed: do not change them in place.
     """
     def __init__(self, alphas: Sequence[float] = DEFAULT_ALPHAS, cv: str | int | None = "gcv", fit_intercept: bool = True,
                  alpha_per_target: bool = False, device: str = "cpu", dtype: str = "float32", chunk_size: int = 4096,
-                 solver: str = "auto", band_min_samples: int = 4096, progress: bool = False):
+                 solver: str = "auto", band_min_samples: int | None = None, progress: bool = False):
         self.alphas, self.cv, self.fit_intercept, self.alpha_per_target = alphas, cv, fit_intercept, alpha_per_target
         self.device, self.dtype, self.chunk_size, self.progress = device, dtype, chunk_size, progress
         self.solver, self.band_min_samples = solver, band_min_samples
@@ -277,7 +278,8 @@ class RidgeDecoder(RegressorMixin, BaseEstimator):
         if self.solver == "band" and not band_ok:
             raise ValueError("solver='band' needs cv='gcv' or None and no more samples than features")
         self._coef = self._dual = None
-        if self.solver == "band" or (self.solver == "auto" and band_ok and n >= self.band_min_samples):
+        min_n = self.band_min_samples if self.band_min_samples is not None else 4096 if X.device.type == "cpu" else 0
+        if self.solver == "band" or (self.solver == "auto" and band_ok and n >= min_n):
             try:
                 return self._fit_band(X, Y, xbar, ybar, alphas)
             except torch.linalg.LinAlgError as e:
@@ -440,7 +442,7 @@ class RidgeDecoder(RegressorMixin, BaseEstimator):
         if self._coef is None: return self._predict_dual(X).cpu().numpy().astype(np.float32)
         return (X @ self._tensor(self._coef).T + self._tensor(self.intercept_)).cpu().numpy().astype(np.float32)
 
-# %% ../nbs/04_regression.ipynb #fca6ab75
+# %% ../nbs/04_regression.ipynb #3ffc124f
 def renormalize_predictions(pred: np.ndarray, train_targets: np.ndarray) -> np.ndarray:
     "TRANSDUCTIVE: standardise `pred` `(n_test, ...)` per target with its own statistics, rescale to `train_targets`'."
     flat = pred.reshape(len(pred), -1).astype(np.float64)
@@ -448,7 +450,7 @@ def renormalize_predictions(pred: np.ndarray, train_targets: np.ndarray) -> np.n
     z = (flat - flat.mean(0)) / (flat.std(0) + 1e-12)
     return (z * ref.std(0) + ref.mean(0)).astype(np.float32).reshape(pred.shape)
 
-# %% ../nbs/04_regression.ipynb #f68c7b39
+# %% ../nbs/04_regression.ipynb #00ded1c4
 def save_ridge(model: RidgeDecoder, path: Path | str, arrays: dict | None = None, **extra) -> Path:
     """Write `path`.safetensors and `path`.json (extra JSON-able facts, e.g. token_shape, go into the JSON).
 
@@ -482,7 +484,7 @@ def load_ridge(path: Path | str) -> tuple[RidgeDecoder, dict]:
     meta["arrays"] = {k: v for k, v in t.items() if k not in ("coef", "intercept", "alpha")}
     return model, meta
 
-# %% ../nbs/04_regression.ipynb #374d6158
+# %% ../nbs/04_regression.ipynb #274ed42d
 def encoder_spec(cfg) -> str:
     "The token encoder a configuration implies: the mini encoder without real weights, IP-Adapter Plus with them."
     return "mini" if cfg.models_root is None else "ip-adapter-plus"
@@ -544,7 +546,7 @@ def predict_ridge(folder: Path | str, fmri: np.ndarray) -> np.ndarray:
     x = zscore_with(fmri, stats["voxel_mean"], stats["voxel_std"])
     return model.predict(x).reshape(len(x), *meta["token_shape"])
 
-# %% ../nbs/04_regression.ipynb #b97c008e
+# %% ../nbs/04_regression.ipynb #0f03cf8c
 def _ridge_cost_child(n_samples, n_voxels, n_targets, alphas, seed, folder, queue):
     import resource, time
     rng = np.random.default_rng(seed)
