@@ -28,7 +28,7 @@ __all__ = ['log', 'DEFAULT_ALPHAS', 'BAND', 'GROUP', 'gram', 'eigh', 'center_gra
            'renormalize_predictions', 'save_ridge', 'load_ridge', 'encoder_spec', 'subject_tokens', 'fit_subject',
            'predict_ridge', 'ridge_cost']
 
-# %% ../nbs/04_regression.ipynb #4a6af6f9
+# %% ../nbs/04_regression.ipynb #12b7a519
 def gram(X: torch.Tensor) -> torch.Tensor:
     "`X X^T` for `X` `(n, p)`: BLAS syrk on the CPU (half the flops of a general product), a matmul on CUDA."
     if X.device.type == "cpu" and X.dtype in (torch.float32, torch.float64):
@@ -62,7 +62,7 @@ def center_gram(G: torch.Tensor) -> torch.Tensor:
     G -= m[None, :].to(G.dtype); G -= m[:, None].to(G.dtype); G += m.mean().to(G.dtype)
     return G
 
-# %% ../nbs/04_regression.ipynb #46dfa484
+# %% ../nbs/04_regression.ipynb #ba6e87b8
 def block_reflector(V: torch.Tensor, tau: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """`T` (upper triangular) such that `H_1 H_2 ... H_k = I - V T V^T` for the reflectors `H_i = I - tau_i v_i v_i^T`
     (columns of `V`, unit diagonal explicit; `V` is changed in place where `tau_i = 0`). Returns `T` and the taus used."""
@@ -139,7 +139,7 @@ def band_reduce(K: torch.Tensor, width: int = BAND, group: int = GROUP, progress
     if pending: merge()
     return BandForm(diag, sub, reflectors)
 
-# %% ../nbs/04_regression.ipynb #215caa9e
+# %% ../nbs/04_regression.ipynb #6f371b58
 @dataclass
 class ShiftedBand:
     "`B + alpha I` factorised: merged sweep operators (working dtype) and `tr((B + alpha I)^-1)`."
@@ -183,7 +183,7 @@ def shift_factor(band: BandForm, alpha: float, dtype: torch.dtype) -> ShiftedBan
     return ShiftedBand(float(alpha), band.offsets, [f.to(dtype) for f in forward], [b.to(dtype) for b in backward],
                        float(trace))
 
-# %% ../nbs/04_regression.ipynb #9ccf0d5f
+# %% ../nbs/04_regression.ipynb #170f1f92
 def gcv_errors(s: torch.Tensor, R: torch.Tensor, outside: torch.Tensor, n: int, alphas: Sequence[float],
                intercept: bool) -> torch.Tensor:
     """Generalised CV error `(n_alphas, t)` from eigenvalues `s` `(r,)`, `R = U^T Yc` `(r, t)` and
@@ -216,7 +216,7 @@ def dual_weights(U: torch.Tensor, s: torch.Tensor, R: torch.Tensor, alpha: torch
     inv = 1.0 / (s.double()[:, None] + alpha.double().reshape(1, -1))        # (r, t) or (r, 1)
     return U @ (inv.to(R.dtype) * R)
 
-# %% ../nbs/04_regression.ipynb #d6b67595
+# %% ../nbs/04_regression.ipynb #bb0cff74
 class RidgeDecoder(RegressorMixin, BaseEstimator):
     """Ridge regression `Y ~ X` with alpha chosen by GCV, exact LOO or k-fold CV from one Gram matrix.
 
@@ -442,7 +442,7 @@ class RidgeDecoder(RegressorMixin, BaseEstimator):
         if self._coef is None: return self._predict_dual(X).cpu().numpy().astype(np.float32)
         return (X @ self._tensor(self._coef).T + self._tensor(self.intercept_)).cpu().numpy().astype(np.float32)
 
-# %% ../nbs/04_regression.ipynb #3ffc124f
+# %% ../nbs/04_regression.ipynb #453c8dd4
 def renormalize_predictions(pred: np.ndarray, train_targets: np.ndarray) -> np.ndarray:
     "TRANSDUCTIVE: standardise `pred` `(n_test, ...)` per target with its own statistics, rescale to `train_targets`'."
     flat = pred.reshape(len(pred), -1).astype(np.float64)
@@ -450,7 +450,7 @@ def renormalize_predictions(pred: np.ndarray, train_targets: np.ndarray) -> np.n
     z = (flat - flat.mean(0)) / (flat.std(0) + 1e-12)
     return (z * ref.std(0) + ref.mean(0)).astype(np.float32).reshape(pred.shape)
 
-# %% ../nbs/04_regression.ipynb #00ded1c4
+# %% ../nbs/04_regression.ipynb #3f6efbce
 def save_ridge(model: RidgeDecoder, path: Path | str, arrays: dict | None = None, **extra) -> Path:
     """Write `path`.safetensors and `path`.json (extra JSON-able facts, e.g. token_shape, go into the JSON).
 
@@ -484,7 +484,7 @@ def load_ridge(path: Path | str) -> tuple[RidgeDecoder, dict]:
     meta["arrays"] = {k: v for k, v in t.items() if k not in ("coef", "intercept", "alpha")}
     return model, meta
 
-# %% ../nbs/04_regression.ipynb #274ed42d
+# %% ../nbs/04_regression.ipynb #7046d3e5
 def encoder_spec(cfg) -> str:
     "The token encoder a configuration implies: the mini encoder without real weights, IP-Adapter Plus with them."
     return "mini" if cfg.models_root is None else "ip-adapter-plus"
@@ -546,7 +546,7 @@ def predict_ridge(folder: Path | str, fmri: np.ndarray) -> np.ndarray:
     x = zscore_with(fmri, stats["voxel_mean"], stats["voxel_std"])
     return model.predict(x).reshape(len(x), *meta["token_shape"])
 
-# %% ../nbs/04_regression.ipynb #0f03cf8c
+# %% ../nbs/04_regression.ipynb #6b8b0b1e
 def _ridge_cost_child(n_samples, n_voxels, n_targets, alphas, seed, folder, queue):
     import resource, time
     rng = np.random.default_rng(seed)
