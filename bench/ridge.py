@@ -82,6 +82,18 @@ print(json.dumps({"gemm_gflops": peak / 1e9, "gram_s": t_gram, "gram_frac": (n *
 """
 
 
+def synthetic(P: dict, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Train voxels X (z-scored), train targets Y and test voxels Xt of preset `P`: voxels with correlated structure,
+    targets linear in 256 latent dimensions plus noise (the cost does not depend on the values)."""
+    rng = np.random.default_rng(seed)
+    n, p, t, m = P["n"], P["p"], P["tokens"] * P["width"], P["n_test"]
+    latent = rng.standard_normal((n + m, 256), dtype=np.float32)
+    X = latent @ rng.standard_normal((256, p), dtype=np.float32) * 0.1 + rng.standard_normal((n + m, p), dtype=np.float32)
+    X = (X - X[:n].mean(0)) / X[:n].std(0)
+    Y = latent @ rng.standard_normal((256, t), dtype=np.float32) * 0.05 + rng.standard_normal((n + m, t), dtype=np.float32)
+    return X[:n], Y[:n], X[n:]
+
+
 def run(code, *args):
     out = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True)
     if out.returncode: raise RuntimeError(out.stderr[-3000:])
@@ -95,16 +107,11 @@ def main():
     ap.add_argument("--skip", nargs="*", default=[], help="baselines to skip: sklearn himalaya")
     args = ap.parse_args()
     P = PRESETS[args.preset]
-    rng = np.random.default_rng(0)
     n, p, t = P["n"], P["p"], P["tokens"] * P["width"]
     with tempfile.TemporaryDirectory() as folder:
-        # voxels with correlated structure, targets linear in a few hundred latent dimensions plus noise
-        latent = rng.standard_normal((n + P["n_test"], 256), dtype=np.float32)
-        X = latent @ rng.standard_normal((256, p), dtype=np.float32) * 0.1 + rng.standard_normal((n + P["n_test"], p), dtype=np.float32)
-        X = (X - X[:n].mean(0)) / X[:n].std(0)
-        Y = latent @ rng.standard_normal((256, t), dtype=np.float32) * 0.05 + rng.standard_normal((n + P["n_test"], t), dtype=np.float32)
-        np.savez(folder + "/data.npz", X=X[:n], Y=Y[:n], Xt=X[n:], tokens=P["tokens"])
-        del X, Y, latent
+        X, Y, Xt = synthetic(P)
+        np.savez(folder + "/data.npz", X=X, Y=Y, Xt=Xt, tokens=P["tokens"])
+        del X, Y, Xt
         size_mb = (n * p + n * t) * 4 / 2**20
         print(f"preset {args.preset}: X {n} x {p}, Y {n} x {t} ({size_mb:.0f} MB in float32), test {P['n_test']}; "
               f"alphas {len(ALPHAS)}: {ALPHAS[0]:g} .. {ALPHAS[-1]:g}", flush=True)

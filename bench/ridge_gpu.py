@@ -16,9 +16,7 @@ import torch
 from sklearn.linear_model import Ridge
 
 from brainrecon.regression import RidgeDecoder
-
-PRESETS = {"nsd": dict(n=8859, p=15724, n_test=982, t=12288), "small": dict(n=2000, p=4000, n_test=200, t=1536)}
-ALPHAS = sorted(set(float(a) for a in np.logspace(2, 6.5, 10)))
+from ridge import ALPHAS, PRESETS, synthetic     # bench/ridge.py: the same data and alpha grid as the CPU benchmark
 
 
 def timed(device, **kw):
@@ -37,13 +35,8 @@ if __name__ == "__main__":
     ap.add_argument("--device", default="cuda")
     args = ap.parse_args()
     P = PRESETS[args.preset]
-    rng = np.random.default_rng(0)
-    n, p, t, m = P["n"], P["p"], P["t"], P["n_test"]
-    latent = rng.standard_normal((n + m, 256), dtype=np.float32)
-    X = latent @ rng.standard_normal((256, p), dtype=np.float32) * 0.1 + rng.standard_normal((n + m, p), dtype=np.float32)
-    X = (X - X[:n].mean(0)) / X[:n].std(0)
-    Y = latent @ rng.standard_normal((256, t), dtype=np.float32) * 0.05 + rng.standard_normal((n + m, t), dtype=np.float32)
-    X, Xt, Y = X[:n], X[n:], Y[:n]
+    n, p, t, m = P["n"], P["p"], P["tokens"] * P["width"], P["n_test"]
+    X, Y, Xt = synthetic(P)
     print(f"device {torch.cuda.get_device_name() if args.device == 'cuda' else args.device}, torch {torch.__version__}; "
           f"X {n} x {p}, Y {n} x {t}, test {m}, {len(ALPHAS)} alphas", flush=True)
     timed(args.device, cv=None, alphas=[1e4]) if args.device == "cuda" else None   # warm-up (CUDA context, cuSOLVER)

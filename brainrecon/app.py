@@ -23,7 +23,7 @@ from typing import Callable, Mapping
 import numpy as np
 import sqlalchemy as sa
 
-from .config import Config, find_project_root
+from .config import MODEL_FOLDERS, Config, find_project_root
 
 log = logging.getLogger(__name__)
 
@@ -33,15 +33,15 @@ __all__ = ['log', 'ENV_USER', 'ENV_DB', 'ENV_MAX_UPLOAD_MB', 'DEFAULT_MAX_UPLOAD
            'HISTORY_COLUMNS', 'AppSettings', 'check_user_name', 'current_user', 'default_db_url', 'app_settings',
            'InvalidUpload', 'Upload', 'human_size', 'check_size', 'load_voxels', 'load_stimulus', 'FileStore',
            'read_schema_version', 'migrate', 'make_engine', 'Recording', 'Reconstruction', 'check_recording_name',
-           'npy_bytes', 'png_bytes', 'Store', 'ModelStatus', 'model_folder', 'model_status', 'subject_voxel_count',
-           'decoder_spec', 'fit_rr', 'ModelUnavailable', 'predict_tokens', 'get_decoder', 'check_parameters',
-           'run_reconstruction', 'upload_from_widget', 'add_uploaded_recording', 'export_recordings', 'history',
-           'statistics', 'metrics_by_steps', 'statistics_figure', 'figure_png', 'display_png', 'message_html',
-           'recording_label', 'recording_html', 'header_html', 'model_status_html', 'reconstruction_label',
-           'result_view', 'metrics_html', 'history_html', 'statistics_html', 'dashboard_notebook', 'websocket_limit',
-           'voila_command', 'dashboard_env', 'new_token']
+           'npy_bytes', 'png_bytes', 'Store', 'ModelStatus', 'model_status', 'subject_voxel_count', 'decoder_spec',
+           'fit_rr', 'ModelUnavailable', 'predict_tokens', 'get_decoder', 'check_parameters', 'run_reconstruction',
+           'upload_from_widget', 'add_uploaded_recording', 'export_recordings', 'history', 'statistics',
+           'metrics_by_steps', 'statistics_figure', 'figure_png', 'display_png', 'message_html', 'recording_label',
+           'recording_html', 'header_html', 'model_status_html', 'reconstruction_label', 'result_view', 'metrics_html',
+           'history_html', 'statistics_html', 'dashboard_notebook', 'websocket_limit', 'voila_command', 'dashboard_env',
+           'new_token']
 
-# %% ../nbs/08_app.ipynb #1f1bf7aa
+# %% ../nbs/08_app.ipynb #a249630c
 ENV_USER = "BRAINRECON_APP_USER"
 ENV_DB = "BRAINRECON_APP_DB"
 ENV_MAX_UPLOAD_MB = "BRAINRECON_APP_MAX_UPLOAD_MB"
@@ -83,7 +83,7 @@ def app_settings(cfg: Config, env: Mapping[str, str] | None = None) -> AppSettin
     return AppSettings(user=current_user(env), db_url=env.get(ENV_DB) or default_db_url(cfg),
                        files_dir=Path(cfg.run_dir).resolve() / "app" / "files", max_upload_bytes=int(max_mb * MIB))
 
-# %% ../nbs/08_app.ipynb #9cdabdb9
+# %% ../nbs/08_app.ipynb #48597e0f
 class InvalidUpload(ValueError):
     "An uploaded file that cannot be stored; the message says why, for the user."
 
@@ -151,7 +151,7 @@ def load_stimulus(upload: Upload) -> np.ndarray:
         raise InvalidUpload(f"{upload.name}: not a readable image ({e})") from None
     return rgb
 
-# %% ../nbs/08_app.ipynb #7ceeef06
+# %% ../nbs/08_app.ipynb #f845ecce
 class FileStore:
     "Content-addressed files under `root`: `root/ab/abcdef....ext`, named by the SHA-256 of their bytes."
     def __init__(self, root: Path | str): self.root = Path(root)
@@ -185,7 +185,7 @@ class FileStore:
         "Every stored file (temporary files excluded)."
         return sorted(p for p in self.root.rglob("*") if p.is_file() and not p.name.startswith(".tmp-")) if self.root.is_dir() else []
 
-# %% ../nbs/08_app.ipynb #030ecfe6
+# %% ../nbs/08_app.ipynb #8fbbacb6
 metadata = sa.MetaData()
 schema_version = sa.Table("schema_version", metadata, sa.Column("version", sa.Integer, nullable=False))
 recordings = sa.Table(
@@ -265,7 +265,7 @@ def make_engine(url: str):
         conn.exec_driver_sql("BEGIN IMMEDIATE" if conn.get_execution_options().get("brainrecon_immediate") else "BEGIN")
     return engine
 
-# %% ../nbs/08_app.ipynb #e7ea4480
+# %% ../nbs/08_app.ipynb #ba9f0c41
 @dataclass(frozen=True)
 class Recording:
     "One uploaded recording (`voxels_sha`/`stimulus_sha` name its files)."
@@ -323,7 +323,7 @@ def png_bytes(image: np.ndarray) -> bytes:
     from PIL import Image
     buf = io.BytesIO(); Image.fromarray(np.ascontiguousarray(image, np.uint8)).save(buf, "PNG"); return buf.getvalue()
 
-# %% ../nbs/08_app.ipynb #74e64989
+# %% ../nbs/08_app.ipynb #68de2082
 class Store:
     "The recordings and reconstructions of `user` in the database at `db_url`, files under `files_dir`."
     def __init__(self, db_url: str, files_dir: Path | str, user: str):
@@ -347,22 +347,27 @@ class Store:
             raise ValueError("voxels must be a finite (V,) float32 vector (see load_voxels)")
         if stimulus is not None and (stimulus.dtype != np.uint8 or stimulus.ndim != 3 or stimulus.shape[2] != 3):
             raise ValueError("stimulus must be an (H, W, 3) uint8 image (see load_stimulus)")
-        written = []
+        files = [(npy_bytes(voxels), ".npy")] + ([(png_bytes(stimulus), ".png")] if stimulus is not None else [])
+        row = lambda vsha, ssha=None: dict(owner=self.user, name=name, subject=int(subject), n_voxels=len(voxels),
+                                           voxels_sha=vsha, stimulus_sha=ssha, source=source[:600], created=_now())
+        return Recording(**self._insert(recordings, files, row))
+
+    def _insert(self, table, files: list[tuple[bytes, str]], make_row) -> dict:
+        """Store `files` ((content, ext) pairs), then insert `make_row(*their shas)` into `table`: all or nothing (on any
+        failure the files this call wrote are removed again unless a row refers to them). The row with its id."""
+        written, shas = [], []
         try:
-            vsha, new = self.files.put(npy_bytes(voxels), ".npy")
-            if new: written.append((vsha, ".npy"))
-            ssha = None
-            if stimulus is not None:
-                ssha, new = self.files.put(png_bytes(stimulus), ".png")
-                if new: written.append((ssha, ".png"))
-            row = dict(owner=self.user, name=name, subject=int(subject), n_voxels=len(voxels), voxels_sha=vsha,
-                       stimulus_sha=ssha, source=source[:600], created=_now())
+            for content, ext in files:
+                sha, new = self.files.put(content, ext)
+                if new: written.append((sha, ext))
+                shas.append(sha)
+            row = make_row(*shas)
             with self.engine.begin() as conn:
-                rid = conn.execute(recordings.insert().values(**row)).inserted_primary_key[0]
+                rid = conn.execute(table.insert().values(**row)).inserted_primary_key[0]
         except BaseException:
             self._drop_unreferenced(written)
             raise
-        return Recording(id=rid, **row)
+        return dict(id=rid, **row)
 
     def recordings(self) -> list[Recording]:
         "This user's recordings, newest first."
@@ -414,20 +419,12 @@ class Store:
         "Keep a finished reconstruction `(H, W, 3) uint8` of one of this user's recordings. All or nothing."
         from brainrecon import __version__
         self.recording(recording_id)
-        written = []
-        try:
-            sha, new = self.files.put(png_bytes(image), ".png")
-            if new: written.append((sha, ".png"))
-            row = dict(owner=self.user, recording_id=int(recording_id), pipeline=pipeline, model=str(model), decoder=str(decoder),
-                       steps=int(steps), scheduler=scheduler, guidance=float(guidance), seed=int(seed), image_sha=sha,
-                       pixcorr=None if pixcorr is None else float(pixcorr), ssim=None if ssim is None else float(ssim),
-                       seconds=float(seconds), version=__version__, created=_now())
-            with self.engine.begin() as conn:
-                rid = conn.execute(reconstructions.insert().values(**row)).inserted_primary_key[0]
-        except BaseException:
-            self._drop_unreferenced(written)
-            raise
-        return Reconstruction(id=rid, **row)
+        row = lambda sha: dict(owner=self.user, recording_id=int(recording_id), pipeline=pipeline, model=str(model),
+                               decoder=str(decoder), steps=int(steps), scheduler=scheduler, guidance=float(guidance),
+                               seed=int(seed), image_sha=sha, pixcorr=None if pixcorr is None else float(pixcorr),
+                               ssim=None if ssim is None else float(ssim), seconds=float(seconds), version=__version__,
+                               created=_now())
+        return Reconstruction(**self._insert(reconstructions, [(png_bytes(image), ".png")], row))
 
     def reconstructions(self, recording_id: int | None = None) -> list[Reconstruction]:
         "This user's reconstructions (of one recording, or all), newest first."
@@ -459,8 +456,8 @@ class Store:
                     reconstructions.c.image_sha == sha)).scalar()
             if not used: self.files.remove(sha, ext)
 
-# %% ../nbs/08_app.ipynb #223a6949
-PIPELINES = ("RR", "BG")
+# %% ../nbs/08_app.ipynb #c78c5512
+PIPELINES = tuple(MODEL_FOLDERS)            # ("RR", "BG")
 
 @dataclass(frozen=True)
 class ModelStatus:
@@ -471,15 +468,9 @@ class ModelStatus:
     available: bool
     message: str
 
-def model_folder(cfg: Config, pipeline: str, subject: int) -> Path:
-    "Where `pipeline`'s model for `subject` lives in the run folder."
-    if pipeline == "RR": return Path(cfg.run_dir) / "ridge" / f"subj{subject:02d}"
-    if pipeline == "BG": return Path(cfg.run_dir) / "federated" / f"subj{subject:02d}"
-    raise ValueError(f"pipeline must be one of {PIPELINES}, got {pipeline!r}")
-
 def model_status(cfg: Config, pipeline: str, subject: int) -> ModelStatus:
     "Whether the model for (`pipeline`, `subject`) exists, with a message for the page."
-    folder = model_folder(cfg, pipeline, subject)
+    folder = cfg.model_dir(pipeline, subject)
     if pipeline == "RR":
         ok = (folder / "model.json").is_file()
         msg = f"RR model: {folder}" if ok else f"no RR model for subject {subject}: run `brainrecon fit --subject {subject}` (or fit it here)"
@@ -493,7 +484,7 @@ def subject_voxel_count(cfg: Config, subject: int) -> int:
     import json
     from brainrecon import data
     if data.mask_path(cfg.nsd_path, subject).is_file(): return int(data.load_mask(cfg.nsd_path, subject).sum())
-    meta = model_folder(cfg, "RR", subject) / "model.json"
+    meta = cfg.model_dir("RR", subject) / "model.json"
     if meta.is_file(): return int(json.loads(meta.read_text())["n_voxels"])
     raise FileNotFoundError(f"subject {subject}: no nsdgeneral mask at {data.mask_path(cfg.nsd_path, subject)} and no RR model; "
                             "cannot tell how many voxels a recording has")
@@ -509,7 +500,7 @@ def fit_rr(cfg: Config, subject: int) -> dict:
     ensure_world(cfg)
     return fit_subject(cfg, subject, progress=False)
 
-# %% ../nbs/08_app.ipynb #32799dc0
+# %% ../nbs/08_app.ipynb #ac59490e
 class ModelUnavailable(RuntimeError):
     "The chosen pipeline has no usable model for the recording's subject."
 
@@ -522,7 +513,7 @@ def predict_tokens(cfg: Config, pipeline: str, subject: int, voxels: np.ndarray)
         return predict_ridge(status.folder, voxels)
     try: from brainrecon import federated
     except ImportError as e: raise ModelUnavailable(f"BG is not available in this installation ({e})") from None
-    return federated.predict(subject, voxels, Path(cfg.run_dir) / "federated")
+    return federated.predict(subject, voxels, cfg.model_dir("BG"))
 
 _DECODERS: dict = {}
 
@@ -561,11 +552,11 @@ def run_reconstruction(store: Store, cfg: Config, recording_id: int, *, pipeline
     seconds = time.perf_counter() - t0
     stim = store.stimulus(rec)
     scores = dict(pixcorr=metrics.pixcorr(stim[None], image[None]), ssim=metrics.ssim(stim[None], image[None])) if stim is not None else {}
-    return store.add_reconstruction(rec.id, image, pipeline=pipeline, model=str(model_folder(cfg, pipeline, rec.subject)),
+    return store.add_reconstruction(rec.id, image, pipeline=pipeline, model=str(cfg.model_dir(pipeline, rec.subject)),
                                     decoder=decoder.spec or decoder_spec(cfg), steps=steps, scheduler=scheduler,
                                     guidance=guidance, seed=seed, seconds=seconds, **scores)
 
-# %% ../nbs/08_app.ipynb #9850bd2c
+# %% ../nbs/08_app.ipynb #68bf05b6
 def upload_from_widget(value) -> Upload | None:
     "The file of an ipywidgets 8 `FileUpload` value (a tuple of dicts with name and content), or None."
     if not value: return None
@@ -586,7 +577,7 @@ def add_uploaded_recording(store: Store, cfg: Config, subject: int, voxels: Uplo
     source = voxels.name + (f" + {stimulus.name}" if stimulus is not None else "")
     return store.add_recording(name, subject, arr, image, source=source)
 
-# %% ../nbs/08_app.ipynb #26db28aa
+# %% ../nbs/08_app.ipynb #c9b760f9
 def export_recordings(cfg: Config, subject: int, out_dir: Path | str, n: int = 3) -> list[Path]:
     "Write `n` test stimuli of `subject` as `subjXX_nsdIIIII_mean.npy`, `..._trial1.npy` (float32, % signal change) and `.png`."
     from brainrecon.data import ensure_world, load_stimuli, prepare_subject
@@ -605,7 +596,7 @@ def export_recordings(cfg: Config, subject: int, out_dir: Path | str, n: int = 3
         written += [Path(f"{stem}_mean.npy"), Path(f"{stem}_trial1.npy"), Path(f"{stem}.png")]
     return written
 
-# %% ../nbs/08_app.ipynb #27560648
+# %% ../nbs/08_app.ipynb #896c35dc
 HISTORY_COLUMNS = ["id", "created", "recording", "subject", "pipeline", "decoder", "steps", "scheduler", "guidance", "seed",
                    "pixcorr", "ssim", "seconds"]
 
@@ -672,7 +663,7 @@ def figure_png(fig, dpi: int = 100) -> bytes:
     "A matplotlib figure as PNG bytes."
     buf = io.BytesIO(); fig.savefig(buf, format="png", dpi=dpi); return buf.getvalue()
 
-# %% ../nbs/08_app.ipynb #5d84f1f5
+# %% ../nbs/08_app.ipynb #ce79f000
 def display_png(image: np.ndarray, size: int = 256) -> bytes:
     "PNG of an `(H, W, 3) uint8` image scaled to `size` pixels on its longer side (small images keep sharp pixels)."
     from PIL import Image
@@ -750,7 +741,7 @@ def statistics_html(store: Store) -> str:
             f"mean PixCorr {_fmt(s['pixcorr'])}, mean SSIM {_fmt(s['ssim'])}</p>"
             f'<table class="br-stats"><tr><th>pipeline</th><th>reconstructions</th><th>mean PixCorr</th><th>mean SSIM</th></tr>{rows}</table>')
 
-# %% ../nbs/08_app.ipynb #a0bc56a2
+# %% ../nbs/08_app.ipynb #9b9b774f
 def dashboard_notebook(root: Path | str | None = None) -> Path:
     "The dashboard notebook `nbs/app.ipynb` of the checkout at `root` (default: the working directory's, else brainrecon's own)."
     import brainrecon

@@ -18,7 +18,7 @@ from .config import Config, load_config, setup_logging
 __all__ = ['app', 'ConfigOpt', 'NsdRootOpt', 'parse_sessions', 'show_config', 'mini', 'ensure_world', 'prepare', 'serve_app',
            'fit', 'reproduce', 'evaluate', 'models', 'main', 'federate']
 
-# %% ../nbs/99_cli.ipynb #bce345fe
+# %% ../nbs/99_cli.ipynb #8dd5b56a
 app = typer.Typer(help="brainrecon: reconstruct seen images from fMRI (mini world by default).",
                   no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
 
@@ -40,7 +40,7 @@ def _config(config_file, **overrides) -> Config:
     try: return load_config(config_file, **overrides)
     except (ValueError, FileNotFoundError) as e: raise typer.BadParameter(str(e)) from None
 
-# %% ../nbs/99_cli.ipynb #47c4abc7
+# %% ../nbs/99_cli.ipynb #b5fbfae1
 @app.command("config")
 def show_config(config_file: Optional[Path] = ConfigOpt):
     "Print the effective configuration as YAML."
@@ -60,7 +60,7 @@ def ensure_world(cfg: Config) -> None:
     try: data.ensure_world(cfg)
     except FileNotFoundError as e: raise typer.BadParameter(str(e)) from None
 
-# %% ../nbs/99_cli.ipynb #fbf7926e
+# %% ../nbs/99_cli.ipynb #f89a142b
 @app.command()
 def prepare(subject: Optional[list[int]] = typer.Option(None, "--subject", "-s", help="subject(s) (default: config subjects)"),
             sessions: Optional[str] = typer.Option(None, help="sessions, e.g. 1-37 (default: all present)"),
@@ -86,7 +86,7 @@ def prepare(subject: Optional[list[int]] = typer.Option(None, "--subject", "-s",
         typer.echo(f"subject {s}: {len(prep.train_ids)} train / {len(prep.test_ids)} test images x "
                    f"{prep.n_voxels} voxels, sessions {prep.sessions[0]}-{prep.sessions[-1]} -> {cfg.prepared_dir(s)}")
 
-# %% ../nbs/99_cli.ipynb #4352eb62
+# %% ../nbs/99_cli.ipynb #2001a9eb
 @app.command("app")
 def serve_app(port: int = typer.Option(8866, help="port to serve on (127.0.0.1 only)"),
               token: Optional[str] = typer.Option(None, help="access token (default: a new random one, printed once)"),
@@ -123,7 +123,7 @@ def serve_app(port: int = typer.Option(8866, help="port to serve on (127.0.0.1 o
         typer.echo(f"dashboard of {settings.user} at {url} (open it with ?token=YOUR_TOKEN)")
     raise typer.Exit(subprocess.call(dash.voila_command(notebook, port, token, settings.max_upload_bytes), env=env))
 
-# %% ../nbs/99_cli.ipynb #d19dcde3
+# %% ../nbs/99_cli.ipynb #9f202190
 @app.command()
 def fit(subject: Optional[list[int]] = typer.Option(None, "--subject", "-s", help="subject(s) (default: config subjects)"),
         cv: str = typer.Option("gcv", help="alpha selection: gcv, loo, a number of folds, or none (first alpha only)"),
@@ -219,7 +219,7 @@ def main():
     "Console entry point `brainrecon`."
     app()
 
-# %% ../nbs/99_cli.ipynb #1a4a90c9
+# %% ../nbs/99_cli.ipynb #a80727a2
 @app.command()
 def federate(rounds: Optional[int] = typer.Option(None, help="federated rounds (default: 30 in the mini world, 600 on real NSD)"),
              out: Optional[Path] = typer.Option(None, help="output folder (default: <run_dir>/federated)"),
@@ -232,7 +232,7 @@ def federate(rounds: Optional[int] = typer.Option(None, help="federated rounds (
     from brainrecon.federated import federate as run_federation
     cfg = _config(config_file, nsd_root=nsd_root)
     ensure_world(cfg)
-    out = out or cfg.run_dir / "federated"
+    out = out or cfg.model_dir("BG")
     try: table = run_federation(cfg, rounds=rounds, out=out)
     except (FileNotFoundError, ValueError, RuntimeError) as e:
         typer.echo(f"error: {e}", err=True)

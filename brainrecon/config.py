@@ -14,9 +14,9 @@ from typing import Any
 import yaml
 
 # %% auto #0
-__all__ = ['ENV_PREFIX', 'find_project_root', 'Config', 'load_config', 'resolve_device', 'setup_logging']
+__all__ = ['MODEL_FOLDERS', 'ENV_PREFIX', 'find_project_root', 'Config', 'load_config', 'resolve_device', 'setup_logging']
 
-# %% ../nbs/00_config.ipynb #764ce67f
+# %% ../nbs/00_config.ipynb #6de4eabe
 def find_project_root(start: Path | str | None = None) -> Path:
     "The nearest folder at or above `start` (default: the working directory) holding brainrecon's settings.ini."
     start = Path(start or Path.cwd()).resolve()
@@ -26,7 +26,9 @@ def find_project_root(start: Path | str | None = None) -> Path:
             return folder
     return start
 
-# %% ../nbs/00_config.ipynb #1b7efe02
+# %% ../nbs/00_config.ipynb #f8e3cc3e
+MODEL_FOLDERS = {"RR": "ridge", "BG": "federated"}   # run_dir/<folder>/subjXX: each pipeline's models
+
 @dataclass
 class Config:
     """Where brainrecon reads and writes, and which world it runs in.
@@ -60,6 +62,12 @@ class Config:
         "Cache folder of one subject's prepared voxels (see `brainrecon.data.prepare_subject`)."
         return self.data_dir / "prepared" / self.world / f"subj{subject:02d}"
 
+    def model_dir(self, pipeline: str, subject: int | None = None) -> Path:
+        "Run folder of a pipeline's models (`RR`: ridge, `BG`: the federation), or of one subject's model in it."
+        if pipeline not in MODEL_FOLDERS: raise ValueError(f"pipeline must be one of {tuple(MODEL_FOLDERS)}, got {pipeline!r}")
+        folder = self.run_dir / MODEL_FOLDERS[pipeline]
+        return folder if subject is None else folder / f"subj{subject:02d}"
+
     def to_dict(self) -> dict:
         "Plain, YAML/JSON-ready values (paths as strings), e.g. for papermill parameters and manifests."
         out = {}
@@ -68,7 +76,7 @@ class Config:
             out[f.name] = str(v) if isinstance(v, Path) else list(v) if isinstance(v, tuple) else v
         return out
 
-# %% ../nbs/00_config.ipynb #832172cd
+# %% ../nbs/00_config.ipynb #5321c01f
 _PATH_FIELDS = {"nsd_root", "models_root", "data_dir", "run_dir", "figures_dir"}
 _INT_TUPLE_FIELDS = {"subjects", "sessions", "seeds"}
 ENV_PREFIX = "BRAINRECON_"
@@ -96,7 +104,7 @@ def _check_keys(keys, source: str):
     if unknown:
         raise ValueError(f"{source}: unknown config field(s) {unknown}; known fields: {sorted(known)}")
 
-# %% ../nbs/00_config.ipynb #9e00e68b
+# %% ../nbs/00_config.ipynb #7fdec053
 def load_config(path: Path | str | None = None, root: Path | str | None = None, **overrides) -> Config:
     """The configuration: defaults < YAML file < `BRAINRECON_*` environment variables < `overrides`.
 
@@ -126,7 +134,7 @@ def load_config(path: Path | str | None = None, root: Path | str | None = None, 
     values.update({k: _coerce(k, v, Path.cwd()) for k, v in overrides.items()})
     return Config(**values)
 
-# %% ../nbs/00_config.ipynb #7bf79e30
+# %% ../nbs/00_config.ipynb #99169b11
 def resolve_device(device: str = "auto") -> str:
     "'cuda' or 'cpu' for 'auto'; any other torch device string is checked and returned."
     import torch
@@ -137,7 +145,7 @@ def resolve_device(device: str = "auto") -> str:
         raise RuntimeError(f"device {device!r} requested but PyTorch sees no CUDA device (torch {torch.__version__})")
     return str(dev)
 
-# %% ../nbs/00_config.ipynb #9837b442
+# %% ../nbs/00_config.ipynb #3de6312c
 def setup_logging(level: int | str = logging.INFO) -> None:
     "Log brainrecon's diagnostics to stderr as `time level module: message` (idempotent)."
     logger = logging.getLogger("brainrecon")

@@ -31,7 +31,7 @@ __all__ = ['log', 'MINI_BG', 'ROUND_COLUMNS', 'client_app', 'server_app', 'FLOWE
            'load_personalised', 'predict', 'wire_bytes', 'arrays_wire_bytes', 'federation_settings', 'site_train',
            'site_evaluate', 'BackboneFedAvg', 'load_server_state', 'serve_rounds', 'federate']
 
-# %% ../nbs/05_federated.ipynb #16013d12
+# %% ../nbs/05_federated.ipynb #0a40a3b1
 @dataclass
 class BGConfig:
     "Architecture and training settings of the BG pipeline (defaults: the thesis' real-NSD setting)."
@@ -72,7 +72,7 @@ def bg_config(cfg, **overrides) -> BGConfig:
         base = {}
     return BGConfig(**{**base, **overrides})
 
-# %% ../nbs/05_federated.ipynb #2588c203
+# %% ../nbs/05_federated.ipynb #1653c550
 class InputLayer(nn.Sequential):
     "The private part: `(n, n_voxels)` z-scored voxels -> `(n, hidden)`."
     def __init__(self, n_voxels: int, hidden: int, dropout: float = 0.15):
@@ -117,7 +117,7 @@ def make_backbone(bg: BGConfig, seed: int | None = None) -> Backbone:
     torch.manual_seed(bg.seed if seed is None else seed)
     return Backbone(bg.hidden, bg.token_shape, bg.n_blocks, bg.projector_hidden, bg.dropout)
 
-# %% ../nbs/05_federated.ipynb #0b8506e3
+# %% ../nbs/05_federated.ipynb #feddc803
 def backbone_parameters(hidden: int = 2048, token_counts: tuple[int, ...] = (16,), d: int = 768, n_blocks: int = 4,
                         projector_hidden: int = 2048) -> int:
     "Parameters of a backbone with one head (+ projector) per entry of `token_counts`, counted from the modules."
@@ -127,7 +127,7 @@ def backbone_parameters(hidden: int = 2048, token_counts: tuple[int, ...] = (16,
         projs = [projector(d, projector_hidden) for _ in token_counts]
     return sum(p.numel() for mod in (blocks, *heads, *projs) for p in mod.parameters())
 
-# %% ../nbs/05_federated.ipynb #96c05bc1
+# %% ../nbs/05_federated.ipynb #a2efdc86
 def soft_clip_loss(P: torch.Tensor, T: torch.Tensor, tau: float = 0.05) -> torch.Tensor:
     "SoftCLIP between L2-normalised `P` `(n, k)` and `T` `(n, k)`: cross-entropy to `softmax(T T^T / tau)`, both ways."
     soft = (T @ T.T / tau).softmax(-1)
@@ -141,7 +141,7 @@ def bg_loss(pred: torch.Tensor, target: torch.Tensor, mse_weight: float = 1e4, t
     P, T = F.normalize(pred.flatten(1), dim=-1), F.normalize(target.flatten(1), dim=-1)
     return 2 * mse_weight * F.mse_loss(P, T) + soft_clip_loss(P, T, tau)
 
-# %% ../nbs/05_federated.ipynb #e30855dc
+# %% ../nbs/05_federated.ipynb #a115389e
 def ala_mix(model: BGModel, global_state: dict, weights: dict | None, x: torch.Tensor, y: torch.Tensor, bg: BGConfig,
             epochs: int, generator: torch.Generator) -> dict:
     """Load `global_state` into `model.backbone`, mixing its last `bg.ala_tensors` tensors with the local ones.
@@ -177,7 +177,7 @@ def ala_mix(model: BGModel, global_state: dict, weights: dict | None, x: torch.T
         model.backbone.load_state_dict(mixed(weights))
     return {k: w.detach() for k, w in weights.items()}
 
-# %% ../nbs/05_federated.ipynb #bd3ce9dd
+# %% ../nbs/05_federated.ipynb #7a7593e8
 def _atomic_torch_save(obj, path: Path):
     tmp = path.with_name(path.name + ".tmp")
     torch.save(obj, tmp)
@@ -342,7 +342,7 @@ class SubjectSite:
         (self.folder / "summary.json").write_text(json.dumps(summary, indent=1))
         return summary
 
-# %% ../nbs/05_federated.ipynb #c66c7c36
+# %% ../nbs/05_federated.ipynb #6615f1be
 class PrivacyError(RuntimeError): "A site sent something other than the shared backbone."
 
 def check_backbone_only(keys, backbone_keys, where: str = "") -> None:
@@ -352,7 +352,7 @@ def check_backbone_only(keys, backbone_keys, where: str = "") -> None:
         extra, missing = sorted(set(keys) - set(backbone_keys)), sorted(set(backbone_keys) - set(keys))
         raise PrivacyError(f"{where}a site sent tensors outside the shared backbone {extra[:5]} (missing: {missing[:5]})")
 
-# %% ../nbs/05_federated.ipynb #0f3eec47
+# %% ../nbs/05_federated.ipynb #7a91b088
 def load_personalised(folder: Path | str, device: str = "cpu") -> tuple[BGModel, dict, dict]:
     "A subject's personalised model (eval mode), its JSON facts and its voxel statistics, from `folder` (`out/subjXX`)."
     from safetensors.torch import load_file
@@ -379,7 +379,7 @@ def predict(subject: int, fmri: np.ndarray, out: Path | str, device: str = "cpu"
         return np.concatenate([model(torch.as_tensor(x[a:a + batch_size], device=device)).cpu().numpy()
                                for a in range(0, len(x), batch_size)])
 
-# %% ../nbs/05_federated.ipynb #74ac37da
+# %% ../nbs/05_federated.ipynb #3ef8a03d
 ROUND_COLUMNS = ["round", "subject", "bytes_sent", "bytes_received", "train_loss", "val_similarity"]
 
 def wire_bytes(obj) -> int:
@@ -508,7 +508,7 @@ def serve_rounds(grid: Grid, settings: dict, progress: bool = True) -> dict:
     (out / "summary.json").write_text(json.dumps(dict(rounds=bg.rounds, sites=summaries), indent=1))
     return dict(rounds=state["round"], sites=summaries)
 
-# %% ../nbs/05_federated.ipynb #ab78ebb4
+# %% ../nbs/05_federated.ipynb #01dbd4fb
 server_app = ServerApp()
 
 @server_app.main()
@@ -517,10 +517,10 @@ def _server_main(grid: Grid, context: Context) -> None:
     rc = context.run_config
     cfg = load_config(str(rc.get("config", "")) or None)
     bg = bg_config(cfg, **({"rounds": int(rc["rounds"])} if int(rc.get("rounds", 0)) else {}))
-    out = str(rc.get("out", "")) or cfg.run_dir / "federated"
+    out = str(rc.get("out", "")) or cfg.model_dir("BG")
     serve_rounds(grid, federation_settings(cfg, bg, out))
 
-# %% ../nbs/05_federated.ipynb #82162595
+# %% ../nbs/05_federated.ipynb #cc00722e
 FLOWER_ENV = {"FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1", "FLWR_DISABLE_UPDATE_CHECK": "1",
               "RAY_USAGE_STATS_ENABLED": "0", "RAY_DEDUP_LOGS": "0"}
 
@@ -537,7 +537,7 @@ def federate(cfg, rounds: int | None = None, out: Path | str | None = None, prog
     from brainrecon.data import ensure_world
     ensure_world(cfg)
     bg = bg_config(cfg, **({"rounds": rounds} if rounds else {}), **bg_overrides)
-    out = Path(out or cfg.run_dir / "federated")
+    out = Path(out or cfg.model_dir("BG"))
     settings = federation_settings(cfg, bg, out)
     old = load_server_state(out)
     if overwrite and old is not None and old["settings"] != settings:

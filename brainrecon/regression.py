@@ -28,7 +28,7 @@ __all__ = ['log', 'DEFAULT_ALPHAS', 'BAND', 'GROUP', 'gram', 'eigh', 'center_gra
            'renormalize_predictions', 'save_ridge', 'load_ridge', 'encoder_spec', 'subject_tokens', 'fit_subject',
            'predict_ridge', 'ridge_cost']
 
-# %% ../nbs/04_regression.ipynb #12b7a519
+# %% ../nbs/04_regression.ipynb #ba0d8ce1
 def gram(X: torch.Tensor) -> torch.Tensor:
     "`X X^T` for `X` `(n, p)`: BLAS syrk on the CPU (half the flops of a general product), a matmul on CUDA."
     if X.device.type == "cpu" and X.dtype in (torch.float32, torch.float64):
@@ -62,7 +62,7 @@ def center_gram(G: torch.Tensor) -> torch.Tensor:
     G -= m[None, :].to(G.dtype); G -= m[:, None].to(G.dtype); G += m.mean().to(G.dtype)
     return G
 
-# %% ../nbs/04_regression.ipynb #ba6e87b8
+# %% ../nbs/04_regression.ipynb #a5183a85
 def block_reflector(V: torch.Tensor, tau: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """`T` (upper triangular) such that `H_1 H_2 ... H_k = I - V T V^T` for the reflectors `H_i = I - tau_i v_i v_i^T`
     (columns of `V`, unit diagonal explicit; `V` is changed in place where `tau_i = 0`). Returns `T` and the taus used."""
@@ -139,7 +139,7 @@ def band_reduce(K: torch.Tensor, width: int = BAND, group: int = GROUP, progress
     if pending: merge()
     return BandForm(diag, sub, reflectors)
 
-# %% ../nbs/04_regression.ipynb #6f371b58
+# %% ../nbs/04_regression.ipynb #11139938
 @dataclass
 class ShiftedBand:
     "`B + alpha I` factorised: merged sweep operators (working dtype) and `tr((B + alpha I)^-1)`."
@@ -183,7 +183,7 @@ def shift_factor(band: BandForm, alpha: float, dtype: torch.dtype) -> ShiftedBan
     return ShiftedBand(float(alpha), band.offsets, [f.to(dtype) for f in forward], [b.to(dtype) for b in backward],
                        float(trace))
 
-# %% ../nbs/04_regression.ipynb #170f1f92
+# %% ../nbs/04_regression.ipynb #fd4ee188
 def gcv_errors(s: torch.Tensor, R: torch.Tensor, outside: torch.Tensor, n: int, alphas: Sequence[float],
                intercept: bool) -> torch.Tensor:
     """Generalised CV error `(n_alphas, t)` from eigenvalues `s` `(r,)`, `R = U^T Yc` `(r, t)` and
@@ -216,7 +216,7 @@ def dual_weights(U: torch.Tensor, s: torch.Tensor, R: torch.Tensor, alpha: torch
     inv = 1.0 / (s.double()[:, None] + alpha.double().reshape(1, -1))        # (r, t) or (r, 1)
     return U @ (inv.to(R.dtype) * R)
 
-# %% ../nbs/04_regression.ipynb #bb0cff74
+# %% ../nbs/04_regression.ipynb #8f5e32cb
 class RidgeDecoder(RegressorMixin, BaseEstimator):
     """Ridge regression `Y ~ X` with alpha chosen by GCV, exact LOO or k-fold CV from one Gram matrix.
 
@@ -292,8 +292,9 @@ class RidgeDecoder(RegressorMixin, BaseEstimator):
         if errors is None:
             best, self.cv_errors_ = torch.zeros(t, dtype=torch.long), None
         else:
-            self.cv_errors_ = errors.mean(1).cpu().numpy()
-            best = errors.argmin(0).cpu() if self.alpha_per_target else torch.full((t,), int(errors.mean(1).argmin()))
+            mean = errors.mean(1)
+            self.cv_errors_ = mean.cpu().numpy()
+            best = errors.argmin(0).cpu() if self.alpha_per_target else torch.full((t,), int(mean.argmin()))
         alpha_t = torch.tensor(alphas, dtype=torch.float64)[best]
         self.alpha_ = alpha_t.numpy() if self.alpha_per_target else float(alpha_t[0])
         return best
@@ -323,12 +324,12 @@ class RidgeDecoder(RegressorMixin, BaseEstimator):
         self.intercept_ = self._predict_dual(torch.zeros(1, p, dtype=X.dtype, device=X.device))[0].cpu().numpy()
         return self
 
-    def _groups(self, c: slice) -> list[tuple[ShiftedBand, slice | torch.Tensor]]:
-        "For the target columns `c`: (factor, columns within the chunk) for each alpha chosen there."
-        best = self._dual["best"][c]
+    def _groups(self, c: slice) -> list[tuple[int, slice | torch.Tensor]]:
+        "For the target columns `c`: (alpha index, columns within the chunk) for each alpha chosen there."
         factors = self._dual["factors"]
-        if len(factors) == 1: return [(next(iter(factors.values())), slice(None))]
-        return [(f, (best == a).nonzero().squeeze(1)) for a, f in factors.items() if (best == a).any()]
+        if len(factors) == 1: return [(next(iter(factors)), slice(None))]
+        cols = {a: (self._dual["best"][c] == a).nonzero().squeeze(1) for a in factors}
+        return [(a, i) for a, i in cols.items() if len(i)]
 
     def _predict_dual(self, Xn: torch.Tensor, rows: int = 2048) -> torch.Tensor:
         "`ybar + (Xn - xbar) Xc^T Q (B + alpha I)^-1 Q^T Yc`, in blocks of rows and chunks of targets."
@@ -338,10 +339,10 @@ class RidgeDecoder(RegressorMixin, BaseEstimator):
         for r0 in range(0, len(Xn), rows):
             Xr = Xn[r0:r0 + rows] - xbar
             S = band.qt((Xr @ X.T - (Xr @ xbar)[:, None]).T.contiguous())    # Q^T Xc Xr^T (n, m)
-            H = {f.alpha: band.q(f.solve(S)) for f, _ in self._groups(slice(None))}   # (K + alpha I)^-1 Xc Xr^T
+            H = {a: band.q(f.solve(S)) for a, f in d["factors"].items()}   # (K + alpha I)^-1 Xc Xr^T
             for c in self._chunks(Y.shape[1]):       # H^T (Y - 1 ybar) + ybar, without a centred copy of Y
-                for f, cols in self._groups(c):
-                    h = H[f.alpha]
+                for a, cols in self._groups(c):
+                    h = H[a]
                     Yg, yg = (Y[:, c], ybar[c]) if isinstance(cols, slice) else (Y[:, c][:, cols], ybar[c][cols])
                     out[r0:r0 + rows, c][:, cols] = torch.addmm(yg - h.sum(0)[:, None] * yg, h.T, Yg)
         return out
@@ -354,8 +355,8 @@ class RidgeDecoder(RegressorMixin, BaseEstimator):
         for c in tqdm(self._chunks(Y.shape[1]), desc="ridge: weights over target chunks", disable=not self.progress):
             Z = band.qt(Y[:, c] - ybar[c])
             A = torch.empty_like(Z)
-            for f, cols in self._groups(c):
-                A[:, cols] = f.solve(Z[:, cols])
+            for a, cols in self._groups(c):
+                A[:, cols] = d["factors"][a].solve(Z[:, cols])
             band.q(A)                                                # dual coefficients (K + alpha I)^-1 Yc
             torch.matmul(A.T, X, out=coef[c])                        # Xc^T A = X^T A - xbar (1^T A)
             coef[c].addr_(A.sum(0), xbar, alpha=-1)
@@ -442,7 +443,7 @@ class RidgeDecoder(RegressorMixin, BaseEstimator):
         if self._coef is None: return self._predict_dual(X).cpu().numpy().astype(np.float32)
         return (X @ self._tensor(self._coef).T + self._tensor(self.intercept_)).cpu().numpy().astype(np.float32)
 
-# %% ../nbs/04_regression.ipynb #453c8dd4
+# %% ../nbs/04_regression.ipynb #918d7c1b
 def renormalize_predictions(pred: np.ndarray, train_targets: np.ndarray) -> np.ndarray:
     "TRANSDUCTIVE: standardise `pred` `(n_test, ...)` per target with its own statistics, rescale to `train_targets`'."
     flat = pred.reshape(len(pred), -1).astype(np.float64)
@@ -450,7 +451,7 @@ def renormalize_predictions(pred: np.ndarray, train_targets: np.ndarray) -> np.n
     z = (flat - flat.mean(0)) / (flat.std(0) + 1e-12)
     return (z * ref.std(0) + ref.mean(0)).astype(np.float32).reshape(pred.shape)
 
-# %% ../nbs/04_regression.ipynb #3f6efbce
+# %% ../nbs/04_regression.ipynb #14139ba0
 def save_ridge(model: RidgeDecoder, path: Path | str, arrays: dict | None = None, **extra) -> Path:
     """Write `path`.safetensors and `path`.json (extra JSON-able facts, e.g. token_shape, go into the JSON).
 
@@ -484,7 +485,7 @@ def load_ridge(path: Path | str) -> tuple[RidgeDecoder, dict]:
     meta["arrays"] = {k: v for k, v in t.items() if k not in ("coef", "intercept", "alpha")}
     return model, meta
 
-# %% ../nbs/04_regression.ipynb #7046d3e5
+# %% ../nbs/04_regression.ipynb #751f1f6b
 def encoder_spec(cfg) -> str:
     "The token encoder a configuration implies: the mini encoder without real weights, IP-Adapter Plus with them."
     return "mini" if cfg.models_root is None else "ip-adapter-plus"
@@ -520,8 +521,7 @@ def fit_subject(cfg, subject: int, alphas: Sequence[float] = DEFAULT_ALPHAS, cv:
                          progress=progress).fit(x_train, y_train.reshape(len(y_train), -1))
     pred = model.predict(x_test).reshape(y_test.shape)
     if renormalize: pred = renormalize_predictions(pred, y_train)
-    name = "ridge_oracle" if oracle else "ridge"
-    out = cfg.run_dir / name / f"subj{subject:02d}"
+    out = cfg.run_dir / "ridge_oracle" / f"subj{subject:02d}" if oracle else cfg.model_dir("RR", subject)
     out.mkdir(parents=True, exist_ok=True)
     save_ridge(model, out / "model", arrays=dict(voxel_mean=voxel_mean, voxel_std=voxel_std),
                token_shape=list(y_test.shape[1:]), subject=subject, sessions=list(prep.sessions), n_voxels=prep.n_voxels)
@@ -546,7 +546,7 @@ def predict_ridge(folder: Path | str, fmri: np.ndarray) -> np.ndarray:
     x = zscore_with(fmri, stats["voxel_mean"], stats["voxel_std"])
     return model.predict(x).reshape(len(x), *meta["token_shape"])
 
-# %% ../nbs/04_regression.ipynb #6b8b0b1e
+# %% ../nbs/04_regression.ipynb #f0d9c286
 def _ridge_cost_child(n_samples, n_voxels, n_targets, alphas, seed, folder, queue):
     import resource, time
     rng = np.random.default_rng(seed)
