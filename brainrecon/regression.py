@@ -21,27 +21,35 @@ log = logging.getLogger(__name__)
 DEFAULT_ALPHAS = tuple(np.logspace(1, 6, 10).round(4))
 BAND = 64           # half-bandwidth (and block size) of the reduced Gram matrix
 GROUP = 512         # reflectors applied to the targets together, in one GEMM pass
+TILE = 1024         # tile columns of the band reduction's lower-triangle updates
 
 # %% auto #0
-__all__ = ['log', 'DEFAULT_ALPHAS', 'BAND', 'GROUP', 'gram', 'eigh', 'center_gram', 'block_reflector', 'BandForm', 'band_reduce',
-           'ShiftedBand', 'shift_factor', 'gcv_errors', 'loo_errors', 'dual_weights', 'RidgeDecoder',
-           'renormalize_predictions', 'save_ridge', 'load_ridge', 'encoder_spec', 'subject_tokens', 'fit_subject',
-           'predict_ridge', 'ridge_cost']
+__all__ = ['log', 'DEFAULT_ALPHAS', 'BAND', 'GROUP', 'TILE', 'mirror_lower', 'gram', 'eigh', 'center_gram', 'block_reflector',
+           'BandForm', 'band_reduce', 'ShiftedBand', 'shift_factors', 'shift_factor', 'gcv_errors', 'loo_errors',
+           'dual_weights', 'RidgeDecoder', 'renormalize_predictions', 'save_ridge', 'load_ridge', 'encoder_spec',
+           'subject_tokens', 'fit_subject', 'predict_ridge', 'ridge_cost']
 
-# %% ../nbs/04_regression.ipynb #ba0d8ce1
-def gram(X: torch.Tensor) -> torch.Tensor:
-    "`X X^T` for `X` `(n, p)`: BLAS syrk on the CPU (half the flops of a general product), a matmul on CUDA."
+# %% ../nbs/04_regression.ipynb #4d558616
+def mirror_lower(G: torch.Tensor, tile: int = TILE, diagonal_only: bool = False) -> torch.Tensor:
+    "Copy the lower triangle of the square `G` onto its upper triangle, in place, tile by tile (only the diagonal tiles with `diagonal_only`)."
+    n = len(G)
+    for i0 in range(0, n, tile):
+        i1 = min(n, i0 + tile)
+        blk = G[i0:i1, i0:i1]
+        blk.copy_(torch.tril(blk) + torch.tril(blk, -1).T)
+        if not diagonal_only: G[i0:i1, i1:] = G[i1:, i0:i1].T
+    return G
+
+def gram(X: torch.Tensor, full: bool = True) -> torch.Tensor:
+    """`X X^T` for `X` `(n, p)`: BLAS syrk on the CPU (half the flops of a general product), a matmul on CUDA.
+    With `full=False` only the lower triangle is meant to be read (the CPU leaves the upper one unset)."""
     if X.device.type == "cpu" and X.dtype in (torch.float32, torch.float64):
         from scipy.linalg import blas
         syrk = blas.ssyrk if X.dtype == torch.float32 else blas.dsyrk
         a = X.numpy()
-        g = syrk(1.0, a.T if a.flags.c_contiguous else np.asfortranarray(a).T, trans=1)  # a a^T, upper triangle
-        for i0 in range(0, len(g), 1024):          # mirror the upper triangle in place, block by block (no n x n temporaries)
-            i1 = min(len(g), i0 + 1024)
-            blk = g[i0:i1, i0:i1]
-            blk[np.tril_indices(i1 - i0, -1)] = blk.T[np.tril_indices(i1 - i0, -1)]
-            g[i1:, i0:i1] = g[i0:i1, i1:].T
-        return torch.from_numpy(g)
+        g = syrk(1.0, a.T if a.flags.c_contiguous else np.asfortranarray(a).T, trans=1)  # a a^T: upper triangle, Fortran order
+        G = torch.from_numpy(g.T)                                                          # C order: the lower triangle
+        return mirror_lower(G) if full else G
     return X @ X.T
 
 def eigh(K: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -56,13 +64,15 @@ def eigh(K: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         s, U = torch.linalg.eigh(K)
     return s.clamp_(min=0), U
 
-def center_gram(G: torch.Tensor) -> torch.Tensor:
-    "The Gram matrix of the column-centred data, `(X - 1 xbar)(X - 1 xbar)^T`, from `G = X X^T` (in place)."
-    m = G.mean(0, dtype=torch.float64)
-    G -= m[None, :].to(G.dtype); G -= m[:, None].to(G.dtype); G += m.mean().to(G.dtype)
+def center_gram(G: torch.Tensor, m: torch.Tensor | None = None) -> torch.Tensor:
+    """The Gram matrix of the column-centred data, `(X - 1 xbar)(X - 1 xbar)^T`, from `G = X X^T` (in place):
+    `G - m 1^T - 1 m^T + mean(m)` with `m` the row means of `G` (`X xbar`; computed from `G` if not given)."""
+    m = (G.mean(0) if m is None else m).to(G.dtype)
+    ones = torch.ones_like(m)
+    G.addr_(ones, m, alpha=-1).addr_(m, ones, alpha=-1).add_(m.double().mean().to(G.dtype))
     return G
 
-# %% ../nbs/04_regression.ipynb #a5183a85
+# %% ../nbs/04_regression.ipynb #340f3550
 def block_reflector(V: torch.Tensor, tau: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """`T` (upper triangular) such that `H_1 H_2 ... H_k = I - V T V^T` for the reflectors `H_i = I - tau_i v_i v_i^T`
     (columns of `V`, unit diagonal explicit; `V` is changed in place where `tau_i = 0`). Returns `T` and the taus used."""
@@ -106,10 +116,12 @@ class BandForm:
             B[o[i]:o[i + 1], o[i + 1]:o[i + 2]] = E.T
         return B
 
-def band_reduce(K: torch.Tensor, width: int = BAND, group: int = GROUP, progress: bool = False) -> BandForm:
-    """Reduce the symmetric `K` `(n, n)` to block tridiagonal form with blocks of `width`: `Q^T K Q = B`.
-    `K` is the workspace (its contents are meaningless afterwards)."""
+def band_reduce(K: torch.Tensor, width: int = BAND, group: int = GROUP, tile: int = TILE, progress: bool = False) -> BandForm:
+    """Reduce the symmetric `K` `(n, n)`, of which only the lower triangle is read, to block tridiagonal form with
+    blocks of `width`: `Q^T K Q = B`. `K` is the workspace (its contents are meaningless afterwards)."""
     n = len(K)
+    if tile % width: raise ValueError(f"tile ({tile}) must be a multiple of width ({width})")
+    mirror_lower(K, tile, diagonal_only=True)     # the diagonal tiles are kept whole (symmetric), the others below them
     diag, sub, reflectors, pending = [], [], [], []
     def merge():       # consecutive panels' reflectors -> one block reflector
         r0 = pending[0][0]
@@ -130,60 +142,84 @@ def band_reduce(K: torch.Tensor, width: int = BAND, group: int = GROUP, progress
         V = torch.tril(qr[:, :w], -1)
         V.diagonal().fill_(1)
         T, tau = block_reflector(V, tau[:w])
-        A = K[e:, e:]                                      # Q_k^T A Q_k = A - V W^T - W V^T, as one rank-2w GEMM
-        X1 = (A @ V) @ T
+        # Q_k^T A Q_k = A - V W^T - W V^T for the trailing A = K[e:, e:], from and on its tile columns at and below the
+        # diagonal only: A V as two GEMMs per tile column (the column, and its transpose below the diagonal tile)
+        cols = list(zip([e] + list(range((e // tile + 1) * tile, n, tile)), list(range((e // tile + 1) * tile, n, tile)) + [n]))
+        AV, AVt, Vt = torch.zeros_like(V), torch.zeros_like(V.T), V.T.contiguous()
+        for j0, j1 in cols:
+            AV[j0 - e:].addmm_(K[j0:, j0:j1], V[j0 - e:j1 - e])
+            if j1 < n: AVt[:, j0 - e:j1 - e].addmm_(Vt[:, j1 - e:], K[j1:, j0:j1])
+        X1 = (AV + AVt.T) @ T
         W = X1 - 0.5 * V @ (T.T @ (V.T @ X1))
-        A.addmm_(torch.cat([V, W], 1), torch.cat([W, V], 1).T, alpha=-1)
+        left, right = torch.cat([V, W], 1), torch.cat([W, V], 1)
+        for j0, j1 in cols:                                # one rank-2w GEMM per tile column
+            K[j0:, j0:j1].addmm_(left[j0 - e:], right[j0 - e:j1 - e].T, alpha=-1)
         pending.append((e, V, tau))
         if sum(v.shape[1] for _, v, _ in pending) >= group: merge()
     if pending: merge()
     return BandForm(diag, sub, reflectors)
 
-# %% ../nbs/04_regression.ipynb #11139938
+# %% ../nbs/04_regression.ipynb #64870794
 @dataclass
 class ShiftedBand:
-    "`B + alpha I` factorised: merged sweep operators (working dtype) and `tr((B + alpha I)^-1)`."
+    "`B + alpha I = L D L^T`: the blocks of `L` below its diagonal and the merged backward operators (working dtype), `tr((B + alpha I)^-1)`."
     alpha: float
     offsets: list[int]
-    forward: list[torch.Tensor]
-    backward: list[torch.Tensor]
+    lower: list[torch.Tensor]          # M_1 .. M_N
+    backward: list[torch.Tensor]       # [D_i^-1 | -M_(i+1)^T], the last D_N^-1
     trace_inv: float
 
-    def solve(self, Z: torch.Tensor, norms: bool = False):
-        "`(B + alpha I)^-1 Z` for `Z` `(n, c)` (a new tensor); with `norms`, also its squared column norms."
-        U, o = Z.clone(), self.offsets
+    def solve(self, Z: torch.Tensor, norms: bool = False, out: torch.Tensor | None = None):
+        """`(B + alpha I)^-1 Z` for `Z` `(n, c)`, written to `out` (a new tensor if None; `out=Z` solves in place); with
+        `norms`, also its squared column norms."""
+        U, o = torch.empty_like(Z) if out is None else out, self.offsets
         N = len(o) - 1
-        for i in range(N):
-            U[o[i]:o[i + 1]] = self.forward[i] @ U[o[max(i - 1, 0)]:o[i + 1]]
+        if U is not Z: U[:o[1]].copy_(Z[:o[1]])
+        for i in range(1, N):                        # v = L^-1 z
+            if U is Z: U[o[i]:o[i + 1]].addmm_(self.lower[i - 1], U[o[i - 1]:o[i]], alpha=-1)
+            else: torch.addmm(Z[o[i]:o[i + 1]], self.lower[i - 1], U[o[i - 1]:o[i]], alpha=-1, out=U[o[i]:o[i + 1]])
+        step = U.new_empty(max(b - a for a, b in zip(o, o[1:])), U.shape[1])
         sq = torch.zeros(U.shape[1], dtype=U.dtype, device=U.device) if norms else None
-        for i in range(N - 1, -1, -1):
-            U[o[i]:o[i + 1]] = self.backward[i] @ U[o[i]:o[min(i + 2, N)]]
-            if norms: sq += (U[o[i]:o[i + 1]] ** 2).sum(0)       # while the block is in cache
+        for i in range(N - 1, -1, -1):               # u = D^-1 v - L^-T ... (backward)
+            r = step[:o[i + 1] - o[i]]
+            torch.matmul(self.backward[i], U[o[i]:o[min(i + 2, N)]], out=r)
+            U[o[i]:o[i + 1]].copy_(r)
+            if norms: sq += r.square().sum(0)
         return (U, sq) if norms else U
+
+def shift_factors(band: BandForm, alphas: Sequence[float], dtype: torch.dtype) -> list[ShiftedBand]:
+    """Factorise `B + alpha I` for every alpha at once (batched float64 block algebra); raises
+    `torch.linalg.LinAlgError` if one of them is not positive definite."""
+    D0 = band.diag[0]
+    shift = torch.tensor([float(a) for a in alphas], dtype=D0.dtype, device=D0.device)[:, None, None]
+    C_inv, F = [], []
+    for i, D in enumerate(band.diag):
+        eye = torch.eye(len(D), dtype=D.dtype, device=D.device)
+        A = D + shift * eye                                      # (alphas, b, b)
+        if i:
+            F.append(band.sub[i - 1] @ C_inv[-1].mT)             # F_i = E_i C_(i-1)^-T
+            A = A - F[-1] @ F[-1].mT
+        C, info = torch.linalg.cholesky_ex(A)
+        if info.any():
+            bad = alphas[int(info.nonzero()[0, 0])]
+            raise torch.linalg.LinAlgError(f"B + {bad:g} I is not positive definite (block {i})")
+        C_inv.append(torch.linalg.solve_triangular(C, eye, upper=False))
+    S = C_inv[-1].mT @ C_inv[-1]
+    trace = S.diagonal(dim1=-2, dim2=-1).sum(-1)
+    for i in range(len(C_inv) - 2, -1, -1):
+        S = C_inv[i].mT @ (C_inv[i] + F[i].mT @ (S @ F[i] @ C_inv[i]))
+        trace += S.diagonal(dim1=-2, dim2=-1).sum(-1)
+    M = [F[i] @ C_inv[i] for i in range(len(F))]                 # M_(i+1) = F_(i+1) C_i^-1
+    D_inv = [c.mT @ c for c in C_inv]
+    backward = [torch.cat([D_inv[i], -M[i].mT], -1) for i in range(len(M))] + [D_inv[-1]]
+    return [ShiftedBand(float(alpha), band.offsets, [m[k].to(dtype).contiguous() for m in M],
+                        [b[k].to(dtype).contiguous() for b in backward], float(trace[k])) for k, alpha in enumerate(alphas)]
 
 def shift_factor(band: BandForm, alpha: float, dtype: torch.dtype) -> ShiftedBand:
     "Factorise `B + alpha I` (float64); raises `torch.linalg.LinAlgError` if it is not positive definite."
-    L_inv, F = [], []
-    for i, D in enumerate(band.diag):
-        eye = torch.eye(len(D), dtype=D.dtype, device=D.device)
-        A = D + alpha * eye
-        if i:
-            F.append(band.sub[i - 1] @ L_inv[-1].T)           # F = E L^-T
-            A = A - F[-1] @ F[-1].T
-        L, info = torch.linalg.cholesky_ex(A)
-        if info: raise torch.linalg.LinAlgError(f"B + {alpha:g} I is not positive definite (block {i})")
-        L_inv.append(torch.linalg.solve_triangular(L, eye, upper=False))
-    S = L_inv[-1].T @ L_inv[-1]
-    trace = S.trace()
-    for i in range(len(L_inv) - 2, -1, -1):
-        S = L_inv[i].T @ (L_inv[i] + F[i].T @ (S @ F[i] @ L_inv[i]))
-        trace += S.trace()
-    forward = [L_inv[0]] + [torch.cat([-L_inv[i] @ F[i - 1], L_inv[i]], 1) for i in range(1, len(L_inv))]
-    backward = [torch.cat([L_inv[i].T, -L_inv[i].T @ F[i].T], 1) for i in range(len(F))] + [L_inv[-1].T]
-    return ShiftedBand(float(alpha), band.offsets, [f.to(dtype) for f in forward], [b.to(dtype) for b in backward],
-                       float(trace))
+    return shift_factors(band, [alpha], dtype)[0]
 
-# %% ../nbs/04_regression.ipynb #fd4ee188
+# %% ../nbs/04_regression.ipynb #d1ec2863
 def gcv_errors(s: torch.Tensor, R: torch.Tensor, outside: torch.Tensor, n: int, alphas: Sequence[float],
                intercept: bool) -> torch.Tensor:
     """Generalised CV error `(n_alphas, t)` from eigenvalues `s` `(r,)`, `R = U^T Yc` `(r, t)` and
@@ -216,7 +252,17 @@ def dual_weights(U: torch.Tensor, s: torch.Tensor, R: torch.Tensor, alpha: torch
     inv = 1.0 / (s.double()[:, None] + alpha.double().reshape(1, -1))        # (r, t) or (r, 1)
     return U @ (inv.to(R.dtype) * R)
 
-# %% ../nbs/04_regression.ipynb #8f5e32cb
+# %% ../nbs/04_regression.ipynb #f908c2c8
+def _all_finite(T: torch.Tensor) -> bool:
+    "No NaN or infinity in `T`: its sum is finite (one fast pass), or, if that overflowed, the element-wise check."
+    return bool(torch.isfinite(T.sum())) or bool(torch.isfinite(T).all())
+
+def _alpha_groups(best: torch.Tensor) -> list[tuple[int, slice | torch.Tensor]]:
+    "(alpha index, columns) for each alpha in `best` (one index per target); one alpha: all columns, as a slice."
+    used = torch.unique(best).tolist()
+    if len(used) == 1: return [(used[0], slice(None))]
+    return [(a, (best == a).nonzero().squeeze(1)) for a in used]
+
 class RidgeDecoder(RegressorMixin, BaseEstimator):
     """Ridge regression `Y ~ X` with alpha chosen by GCV, exact LOO or k-fold CV from one Gram matrix.
 
@@ -226,7 +272,7 @@ class RidgeDecoder(RegressorMixin, BaseEstimator):
     `cv=None` with a single alpha fits without selection (the thesis' setting). `solver`: "auto" (band reduction for
     GCV or a fixed alpha with `band_min_samples` <= n <= p, the eigendecomposition otherwise), "band" or "eigh";
     `band_min_samples=None`: 4096 on the CPU, 0 on CUDA (where float32 `eigh` is the less accurate of the two).
-    After a band fit the decoder keeps references to `X` and `Y` until `coef_` is computed: do not change them in place.
+    After a band fit the decoder keeps a reference to `X` until `coef_` is computed: do not change it in place.
     """
     def __init__(self, alphas: Sequence[float] = DEFAULT_ALPHAS, cv: str | int | None = "gcv", fit_intercept: bool = True,
                  alpha_per_target: bool = False, device: str = "cpu", dtype: str = "float32", chunk_size: int = 4096,
@@ -269,7 +315,7 @@ class RidgeDecoder(RegressorMixin, BaseEstimator):
         if Y.ndim == 1: Y = Y[:, None]
         if X.ndim != 2 or Y.ndim != 2 or len(X) != len(Y):
             raise ValueError(f"X must be (n, p) and Y (n, t) with the same n; got {tuple(X.shape)} and {tuple(Y.shape)}")
-        if not (torch.isfinite(X).all() and torch.isfinite(Y).all()): raise ValueError("X or Y contains NaN or infinite values")
+        if not (_all_finite(X) and _all_finite(Y)): raise ValueError("X or Y contains NaN or infinite values")
         n, p = X.shape
         t = Y.shape[1]
         xbar = X.mean(0) if self.fit_intercept else torch.zeros(p, dtype=X.dtype, device=X.device)
@@ -302,62 +348,55 @@ class RidgeDecoder(RegressorMixin, BaseEstimator):
     def _fit_band(self, X, Y, xbar, ybar, alphas):
         n, p = X.shape
         t = Y.shape[1]
-        K = gram(X)
-        if self.fit_intercept: center_gram(K)
+        K = gram(X, full=False)
+        if self.fit_intercept: center_gram(K, X @ xbar)
         band = band_reduce(K, progress=self.progress)
         del K
-        factors = [shift_factor(band, a, X.dtype) for a in alphas]
-        errors = None
+        factors = shift_factors(band, alphas, X.dtype)
+        chunks = self._chunks(t)
+        Z = []          # per chunk of targets: Q^T Yc, then (B + alpha I)^-1 Q^T Yc for the chosen alpha (kept for predictions)
+        errors, work = None, None
         if self.cv == "gcv":   # rss = alpha^2 |(K + alpha I)^-1 yc|^2, tr(H) = n - alpha tr((K + alpha I)^-1) (+1: intercept)
             errors = torch.empty(len(alphas), t, dtype=torch.float64, device=X.device)
             dof = [n - f.alpha * f.trace_inv + (1.0 if self.fit_intercept else 0.0) for f in factors]
-            for c in tqdm(self._chunks(t), desc="ridge: GCV over target chunks", disable=not self.progress):
-                Z = band.qt(Y[:, c] - ybar[c])
-                for a, f in enumerate(factors):
-                    _, sq = f.solve(Z, norms=True)
-                    errors[a, c] = f.alpha ** 2 * sq.double() / n / (1 - dof[a] / n) ** 2
-        best = self._select(errors, alphas, t)
-        used = sorted(set(best.tolist()))
-        self._dual = dict(X=X, Y=Y, xbar=xbar, ybar=ybar, band=band, best=best.to(X.device),
-                          factors={a: factors[a] for a in used})
+        for c in tqdm(chunks, desc="ridge: GCV over target chunks" if errors is not None else "ridge: Q^T Y over target chunks",
+                      disable=not self.progress):
+            Z.append(band.qt(Y[:, c] - ybar[c]))
+            if errors is None: continue
+            if work is None or work.shape != Z[-1].shape: work = torch.empty_like(Z[-1])
+            for a, f in enumerate(factors):
+                _, sq = f.solve(Z[-1], norms=True, out=work)
+                errors[a, c] = f.alpha ** 2 * sq.double() / n / (1 - dof[a] / n) ** 2
+        del work
+        best = self._select(errors, alphas, t).to(X.device)
+        for c, Zc in zip(chunks, Z):                   # in place: the dual coefficients, rotated, for each target's alpha
+            for a, cols in _alpha_groups(best[c]):
+                if isinstance(cols, slice): factors[a].solve(Zc, out=Zc)
+                else: Zc[:, cols] = factors[a].solve(Zc[:, cols])
+        self._dual = dict(X=X, xbar=xbar, ybar=ybar, band=band, chunks=chunks, Z=Z)
         self.n_features_in_ = p
         self.intercept_ = self._predict_dual(torch.zeros(1, p, dtype=X.dtype, device=X.device))[0].cpu().numpy()
         return self
 
-    def _groups(self, c: slice) -> list[tuple[int, slice | torch.Tensor]]:
-        "For the target columns `c`: (alpha index, columns within the chunk) for each alpha chosen there."
-        factors = self._dual["factors"]
-        if len(factors) == 1: return [(next(iter(factors)), slice(None))]
-        cols = {a: (self._dual["best"][c] == a).nonzero().squeeze(1) for a in factors}
-        return [(a, i) for a, i in cols.items() if len(i)]
-
     def _predict_dual(self, Xn: torch.Tensor, rows: int = 2048) -> torch.Tensor:
-        "`ybar + (Xn - xbar) Xc^T Q (B + alpha I)^-1 Q^T Yc`, in blocks of rows and chunks of targets."
+        "`ybar + (Xn - xbar) Xc^T Q (B + alpha I)^-1 Q^T Yc`: `Q^T Xc (Xn - xbar)^T` against the kept solutions."
         d = self._dual
-        X, Y, xbar, ybar, band = d["X"], d["Y"], d["xbar"], d["ybar"], d["band"]
-        out = torch.empty(len(Xn), Y.shape[1], dtype=X.dtype, device=X.device)
+        X, xbar, ybar, band = d["X"], d["xbar"], d["ybar"], d["band"]
+        out = torch.empty(len(Xn), len(ybar), dtype=X.dtype, device=X.device)
         for r0 in range(0, len(Xn), rows):
             Xr = Xn[r0:r0 + rows] - xbar
             S = band.qt((Xr @ X.T - (Xr @ xbar)[:, None]).T.contiguous())    # Q^T Xc Xr^T (n, m)
-            H = {a: band.q(f.solve(S)) for a, f in d["factors"].items()}   # (K + alpha I)^-1 Xc Xr^T
-            for c in self._chunks(Y.shape[1]):       # H^T (Y - 1 ybar) + ybar, without a centred copy of Y
-                for a, cols in self._groups(c):
-                    h = H[a]
-                    Yg, yg = (Y[:, c], ybar[c]) if isinstance(cols, slice) else (Y[:, c][:, cols], ybar[c][cols])
-                    out[r0:r0 + rows, c][:, cols] = torch.addmm(yg - h.sum(0)[:, None] * yg, h.T, Yg)
+            for c, Zc in zip(d["chunks"], d["Z"]):
+                out[r0:r0 + rows, c] = torch.addmm(ybar[c], S.T, Zc)
         return out
 
     def _primal_from_dual(self) -> np.ndarray:
         "`coef_` `(t, p)` = (Xc^T Q (B + alpha I)^-1 Q^T Yc)^T, chunk by chunk of targets."
         d = self._dual
-        X, Y, xbar, ybar, band = d["X"], d["Y"], d["xbar"], d["ybar"], d["band"]
-        coef = torch.empty(Y.shape[1], X.shape[1], dtype=X.dtype, device=X.device)
-        for c in tqdm(self._chunks(Y.shape[1]), desc="ridge: weights over target chunks", disable=not self.progress):
-            Z = band.qt(Y[:, c] - ybar[c])
-            A = torch.empty_like(Z)
-            for a, cols in self._groups(c):
-                A[:, cols] = d["factors"][a].solve(Z[:, cols])
-            band.q(A)                                                # dual coefficients (K + alpha I)^-1 Yc
+        X, xbar, band = d["X"], d["xbar"], d["band"]
+        coef = torch.empty(len(d["ybar"]), X.shape[1], dtype=X.dtype, device=X.device)
+        for c, Zc in tqdm(list(zip(d["chunks"], d["Z"])), desc="ridge: weights over target chunks", disable=not self.progress):
+            A = band.q(Zc.clone())                                   # dual coefficients (K + alpha I)^-1 Yc
             torch.matmul(A.T, X, out=coef[c])                        # Xc^T A = X^T A - xbar (1^T A)
             coef[c].addr_(A.sum(0), xbar, alpha=-1)
         return coef.cpu().numpy()
@@ -401,7 +440,7 @@ class RidgeDecoder(RegressorMixin, BaseEstimator):
         "U `(n, r)` with orthonormal columns and s `(r,)` such that Xc Xc^T = U diag(s) U^T; V `(p, r)` in the primal case."
         if n <= p:
             K = gram(X)
-            if self.fit_intercept: center_gram(K)
+            if self.fit_intercept: center_gram(K, X @ xbar)
             s, U = eigh(K)
             return U, s, None
         Xc = X - xbar
@@ -443,7 +482,7 @@ class RidgeDecoder(RegressorMixin, BaseEstimator):
         if self._coef is None: return self._predict_dual(X).cpu().numpy().astype(np.float32)
         return (X @ self._tensor(self._coef).T + self._tensor(self.intercept_)).cpu().numpy().astype(np.float32)
 
-# %% ../nbs/04_regression.ipynb #918d7c1b
+# %% ../nbs/04_regression.ipynb #cc748f4c
 def renormalize_predictions(pred: np.ndarray, train_targets: np.ndarray) -> np.ndarray:
     "TRANSDUCTIVE: standardise `pred` `(n_test, ...)` per target with its own statistics, rescale to `train_targets`'."
     flat = pred.reshape(len(pred), -1).astype(np.float64)
@@ -451,7 +490,7 @@ def renormalize_predictions(pred: np.ndarray, train_targets: np.ndarray) -> np.n
     z = (flat - flat.mean(0)) / (flat.std(0) + 1e-12)
     return (z * ref.std(0) + ref.mean(0)).astype(np.float32).reshape(pred.shape)
 
-# %% ../nbs/04_regression.ipynb #14139ba0
+# %% ../nbs/04_regression.ipynb #ff2004a5
 def save_ridge(model: RidgeDecoder, path: Path | str, arrays: dict | None = None, **extra) -> Path:
     """Write `path`.safetensors and `path`.json (extra JSON-able facts, e.g. token_shape, go into the JSON).
 
@@ -485,7 +524,7 @@ def load_ridge(path: Path | str) -> tuple[RidgeDecoder, dict]:
     meta["arrays"] = {k: v for k, v in t.items() if k not in ("coef", "intercept", "alpha")}
     return model, meta
 
-# %% ../nbs/04_regression.ipynb #751f1f6b
+# %% ../nbs/04_regression.ipynb #a85ba793
 def encoder_spec(cfg) -> str:
     "The token encoder a configuration implies: the mini encoder without real weights, IP-Adapter Plus with them."
     return "mini" if cfg.models_root is None else "ip-adapter-plus"
@@ -546,7 +585,7 @@ def predict_ridge(folder: Path | str, fmri: np.ndarray) -> np.ndarray:
     x = zscore_with(fmri, stats["voxel_mean"], stats["voxel_std"])
     return model.predict(x).reshape(len(x), *meta["token_shape"])
 
-# %% ../nbs/04_regression.ipynb #f0d9c286
+# %% ../nbs/04_regression.ipynb #35089e81
 def _ridge_cost_child(n_samples, n_voxels, n_targets, alphas, seed, folder, queue):
     import resource, time
     rng = np.random.default_rng(seed)
