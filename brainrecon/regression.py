@@ -29,7 +29,7 @@ __all__ = ['log', 'DEFAULT_ALPHAS', 'BAND', 'GROUP', 'TILE', 'mirror_lower', 'gr
            'dual_weights', 'RidgeDecoder', 'renormalize_predictions', 'save_ridge', 'load_ridge', 'encoder_spec',
            'subject_tokens', 'fit_subject', 'predict_ridge', 'ridge_cost']
 
-# %% ../nbs/04_regression.ipynb #4d558616
+# %% ../nbs/04_regression.ipynb #938fae27
 def mirror_lower(G: torch.Tensor, tile: int = TILE, diagonal_only: bool = False) -> torch.Tensor:
     "Copy the lower triangle of the square `G` onto its upper triangle, in place, tile by tile (only the diagonal tiles with `diagonal_only`)."
     n = len(G)
@@ -72,7 +72,7 @@ def center_gram(G: torch.Tensor, m: torch.Tensor | None = None) -> torch.Tensor:
     G.addr_(ones, m, alpha=-1).addr_(m, ones, alpha=-1).add_(m.double().mean().to(G.dtype))
     return G
 
-# %% ../nbs/04_regression.ipynb #340f3550
+# %% ../nbs/04_regression.ipynb #1954ecad
 def block_reflector(V: torch.Tensor, tau: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """`T` (upper triangular) such that `H_1 H_2 ... H_k = I - V T V^T` for the reflectors `H_i = I - tau_i v_i v_i^T`
     (columns of `V`, unit diagonal explicit; `V` is changed in place where `tau_i = 0`). Returns `T` and the taus used."""
@@ -159,7 +159,7 @@ def band_reduce(K: torch.Tensor, width: int = BAND, group: int = GROUP, tile: in
     if pending: merge()
     return BandForm(diag, sub, reflectors)
 
-# %% ../nbs/04_regression.ipynb #64870794
+# %% ../nbs/04_regression.ipynb #742bde1e
 @dataclass
 class ShiftedBand:
     "`B + alpha I = L D L^T`: the blocks of `L` below its diagonal and the merged backward operators (working dtype), `tr((B + alpha I)^-1)`."
@@ -179,13 +179,13 @@ class ShiftedBand:
             if U is Z: U[o[i]:o[i + 1]].addmm_(self.lower[i - 1], U[o[i - 1]:o[i]], alpha=-1)
             else: torch.addmm(Z[o[i]:o[i + 1]], self.lower[i - 1], U[o[i - 1]:o[i]], alpha=-1, out=U[o[i]:o[i + 1]])
         step = U.new_empty(max(b - a for a, b in zip(o, o[1:])), U.shape[1])
-        sq = torch.zeros(U.shape[1], dtype=U.dtype, device=U.device) if norms else None
-        for i in range(N - 1, -1, -1):               # u = D^-1 v - L^-T ... (backward)
+        sq = torch.zeros_like(step) if norms else None     # squares summed element-wise, reduced over rows once at the end
+        for i in range(N - 1, -1, -1):               # u_i = D_i^-1 v_i - M_(i+1)^T u_(i+1)
             r = step[:o[i + 1] - o[i]]
             torch.matmul(self.backward[i], U[o[i]:o[min(i + 2, N)]], out=r)
             U[o[i]:o[i + 1]].copy_(r)
-            if norms: sq += r.square().sum(0)
-        return (U, sq) if norms else U
+            if norms: sq[:len(r)].addcmul_(r, r)
+        return (U, sq.sum(0)) if norms else U
 
 def shift_factors(band: BandForm, alphas: Sequence[float], dtype: torch.dtype) -> list[ShiftedBand]:
     """Factorise `B + alpha I` for every alpha at once (batched float64 block algebra); raises
@@ -219,7 +219,7 @@ def shift_factor(band: BandForm, alpha: float, dtype: torch.dtype) -> ShiftedBan
     "Factorise `B + alpha I` (float64); raises `torch.linalg.LinAlgError` if it is not positive definite."
     return shift_factors(band, [alpha], dtype)[0]
 
-# %% ../nbs/04_regression.ipynb #d1ec2863
+# %% ../nbs/04_regression.ipynb #e3badfba
 def gcv_errors(s: torch.Tensor, R: torch.Tensor, outside: torch.Tensor, n: int, alphas: Sequence[float],
                intercept: bool) -> torch.Tensor:
     """Generalised CV error `(n_alphas, t)` from eigenvalues `s` `(r,)`, `R = U^T Yc` `(r, t)` and
@@ -252,7 +252,7 @@ def dual_weights(U: torch.Tensor, s: torch.Tensor, R: torch.Tensor, alpha: torch
     inv = 1.0 / (s.double()[:, None] + alpha.double().reshape(1, -1))        # (r, t) or (r, 1)
     return U @ (inv.to(R.dtype) * R)
 
-# %% ../nbs/04_regression.ipynb #f908c2c8
+# %% ../nbs/04_regression.ipynb #e5f03d6e
 def _all_finite(T: torch.Tensor) -> bool:
     "No NaN or infinity in `T`: its sum is finite (one fast pass), or, if that overflowed, the element-wise check."
     return bool(torch.isfinite(T.sum())) or bool(torch.isfinite(T).all())
@@ -275,7 +275,7 @@ class RidgeDecoder(RegressorMixin, BaseEstimator):
     After a band fit the decoder keeps a reference to `X` until `coef_` is computed: do not change it in place.
     """
     def __init__(self, alphas: Sequence[float] = DEFAULT_ALPHAS, cv: str | int | None = "gcv", fit_intercept: bool = True,
-                 alpha_per_target: bool = False, device: str = "cpu", dtype: str = "float32", chunk_size: int = 4096,
+                 alpha_per_target: bool = False, device: str = "cpu", dtype: str = "float32", chunk_size: int = 2048,
                  solver: str = "auto", band_min_samples: int | None = None, progress: bool = False):
         self.alphas, self.cv, self.fit_intercept, self.alpha_per_target = alphas, cv, fit_intercept, alpha_per_target
         self.device, self.dtype, self.chunk_size, self.progress = device, dtype, chunk_size, progress
@@ -482,7 +482,7 @@ class RidgeDecoder(RegressorMixin, BaseEstimator):
         if self._coef is None: return self._predict_dual(X).cpu().numpy().astype(np.float32)
         return (X @ self._tensor(self._coef).T + self._tensor(self.intercept_)).cpu().numpy().astype(np.float32)
 
-# %% ../nbs/04_regression.ipynb #cc748f4c
+# %% ../nbs/04_regression.ipynb #b2a6f063
 def renormalize_predictions(pred: np.ndarray, train_targets: np.ndarray) -> np.ndarray:
     "TRANSDUCTIVE: standardise `pred` `(n_test, ...)` per target with its own statistics, rescale to `train_targets`'."
     flat = pred.reshape(len(pred), -1).astype(np.float64)
@@ -490,7 +490,7 @@ def renormalize_predictions(pred: np.ndarray, train_targets: np.ndarray) -> np.n
     z = (flat - flat.mean(0)) / (flat.std(0) + 1e-12)
     return (z * ref.std(0) + ref.mean(0)).astype(np.float32).reshape(pred.shape)
 
-# %% ../nbs/04_regression.ipynb #ff2004a5
+# %% ../nbs/04_regression.ipynb #d3f338c5
 def save_ridge(model: RidgeDecoder, path: Path | str, arrays: dict | None = None, **extra) -> Path:
     """Write `path`.safetensors and `path`.json (extra JSON-able facts, e.g. token_shape, go into the JSON).
 
@@ -524,7 +524,7 @@ def load_ridge(path: Path | str) -> tuple[RidgeDecoder, dict]:
     meta["arrays"] = {k: v for k, v in t.items() if k not in ("coef", "intercept", "alpha")}
     return model, meta
 
-# %% ../nbs/04_regression.ipynb #a85ba793
+# %% ../nbs/04_regression.ipynb #506db19a
 def encoder_spec(cfg) -> str:
     "The token encoder a configuration implies: the mini encoder without real weights, IP-Adapter Plus with them."
     return "mini" if cfg.models_root is None else "ip-adapter-plus"
@@ -585,7 +585,7 @@ def predict_ridge(folder: Path | str, fmri: np.ndarray) -> np.ndarray:
     x = zscore_with(fmri, stats["voxel_mean"], stats["voxel_std"])
     return model.predict(x).reshape(len(x), *meta["token_shape"])
 
-# %% ../nbs/04_regression.ipynb #35089e81
+# %% ../nbs/04_regression.ipynb #c112db42
 def _ridge_cost_child(n_samples, n_voxels, n_targets, alphas, seed, folder, queue):
     import resource, time
     rng = np.random.default_rng(seed)
