@@ -29,7 +29,7 @@ __all__ = ['log', 'DEFAULT_ALPHAS', 'BAND', 'GROUP', 'TILE', 'mirror_lower', 'gr
            'dual_weights', 'RidgeDecoder', 'renormalize_predictions', 'save_ridge', 'load_ridge', 'encoder_spec',
            'subject_tokens', 'fit_subject', 'predict_ridge', 'ridge_cost']
 
-# %% ../nbs/04_regression.ipynb #938fae27
+# %% ../nbs/04_regression.ipynb #abda794c
 def mirror_lower(G: torch.Tensor, tile: int = TILE, diagonal_only: bool = False) -> torch.Tensor:
     "Copy the lower triangle of the square `G` onto its upper triangle, in place, tile by tile (only the diagonal tiles with `diagonal_only`)."
     n = len(G)
@@ -40,17 +40,17 @@ def mirror_lower(G: torch.Tensor, tile: int = TILE, diagonal_only: bool = False)
         if not diagonal_only: G[i0:i1, i1:] = G[i1:, i0:i1].T
     return G
 
-def gram(X: torch.Tensor, full: bool = True) -> torch.Tensor:
-    """`X X^T` for `X` `(n, p)`: BLAS syrk on the CPU (half the flops of a general product), a matmul on CUDA.
-    With `full=False` only the lower triangle is meant to be read (the CPU leaves the upper one unset)."""
-    if X.device.type == "cpu" and X.dtype in (torch.float32, torch.float64):
-        from scipy.linalg import blas
-        syrk = blas.ssyrk if X.dtype == torch.float32 else blas.dsyrk
-        a = X.numpy()
-        g = syrk(1.0, a.T if a.flags.c_contiguous else np.asfortranarray(a).T, trans=1)  # a a^T: upper triangle, Fortran order
-        G = torch.from_numpy(g.T)                                                          # C order: the lower triangle
-        return mirror_lower(G) if full else G
-    return X @ X.T
+def gram(X: torch.Tensor, full: bool = True, rows: int = 512) -> torch.Tensor:
+    """`X X^T` for `X` `(n, p)`. On the CPU its lower triangle, one GEMM per block of `rows` rows (about the flops of
+    BLAS syrk, and faster here: MKL's GEMM through torch), mirrored unless `full=False` (the upper triangle is then
+    left unset); a single matmul on CUDA."""
+    if X.device.type != "cpu": return X @ X.T
+    n = len(X)
+    G = X.new_empty(n, n)
+    for i0 in range(0, n, rows):
+        i1 = min(n, i0 + rows)
+        torch.matmul(X[i0:i1], X[:i1].T, out=G[i0:i1, :i1])
+    return mirror_lower(G) if full else G
 
 def eigh(K: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     "Eigenvalues (ascending, clipped at 0) and eigenvectors of the symmetric PSD matrix `K`."
@@ -72,7 +72,7 @@ def center_gram(G: torch.Tensor, m: torch.Tensor | None = None) -> torch.Tensor:
     G.addr_(ones, m, alpha=-1).addr_(m, ones, alpha=-1).add_(m.double().mean().to(G.dtype))
     return G
 
-# %% ../nbs/04_regression.ipynb #1954ecad
+# %% ../nbs/04_regression.ipynb #2fae58c5
 def block_reflector(V: torch.Tensor, tau: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """`T` (upper triangular) such that `H_1 H_2 ... H_k = I - V T V^T` for the reflectors `H_i = I - tau_i v_i v_i^T`
     (columns of `V`, unit diagonal explicit; `V` is changed in place where `tau_i = 0`). Returns `T` and the taus used."""
@@ -159,7 +159,7 @@ def band_reduce(K: torch.Tensor, width: int = BAND, group: int = GROUP, tile: in
     if pending: merge()
     return BandForm(diag, sub, reflectors)
 
-# %% ../nbs/04_regression.ipynb #742bde1e
+# %% ../nbs/04_regression.ipynb #c4d4f1d4
 @dataclass
 class ShiftedBand:
     "`B + alpha I = L D L^T`: the blocks of `L` below its diagonal and the merged backward operators (working dtype), `tr((B + alpha I)^-1)`."
@@ -219,7 +219,7 @@ def shift_factor(band: BandForm, alpha: float, dtype: torch.dtype) -> ShiftedBan
     "Factorise `B + alpha I` (float64); raises `torch.linalg.LinAlgError` if it is not positive definite."
     return shift_factors(band, [alpha], dtype)[0]
 
-# %% ../nbs/04_regression.ipynb #e3badfba
+# %% ../nbs/04_regression.ipynb #8a7c6e1b
 def gcv_errors(s: torch.Tensor, R: torch.Tensor, outside: torch.Tensor, n: int, alphas: Sequence[float],
                intercept: bool) -> torch.Tensor:
     """Generalised CV error `(n_alphas, t)` from eigenvalues `s` `(r,)`, `R = U^T Yc` `(r, t)` and
@@ -252,7 +252,7 @@ def dual_weights(U: torch.Tensor, s: torch.Tensor, R: torch.Tensor, alpha: torch
     inv = 1.0 / (s.double()[:, None] + alpha.double().reshape(1, -1))        # (r, t) or (r, 1)
     return U @ (inv.to(R.dtype) * R)
 
-# %% ../nbs/04_regression.ipynb #e5f03d6e
+# %% ../nbs/04_regression.ipynb #39d4389c
 def _all_finite(T: torch.Tensor) -> bool:
     "No NaN or infinity in `T`: its sum is finite (one fast pass), or, if that overflowed, the element-wise check."
     return bool(torch.isfinite(T.sum())) or bool(torch.isfinite(T).all())
@@ -482,7 +482,7 @@ class RidgeDecoder(RegressorMixin, BaseEstimator):
         if self._coef is None: return self._predict_dual(X).cpu().numpy().astype(np.float32)
         return (X @ self._tensor(self._coef).T + self._tensor(self.intercept_)).cpu().numpy().astype(np.float32)
 
-# %% ../nbs/04_regression.ipynb #b2a6f063
+# %% ../nbs/04_regression.ipynb #209c5823
 def renormalize_predictions(pred: np.ndarray, train_targets: np.ndarray) -> np.ndarray:
     "TRANSDUCTIVE: standardise `pred` `(n_test, ...)` per target with its own statistics, rescale to `train_targets`'."
     flat = pred.reshape(len(pred), -1).astype(np.float64)
@@ -490,7 +490,7 @@ def renormalize_predictions(pred: np.ndarray, train_targets: np.ndarray) -> np.n
     z = (flat - flat.mean(0)) / (flat.std(0) + 1e-12)
     return (z * ref.std(0) + ref.mean(0)).astype(np.float32).reshape(pred.shape)
 
-# %% ../nbs/04_regression.ipynb #d3f338c5
+# %% ../nbs/04_regression.ipynb #5a624e13
 def save_ridge(model: RidgeDecoder, path: Path | str, arrays: dict | None = None, **extra) -> Path:
     """Write `path`.safetensors and `path`.json (extra JSON-able facts, e.g. token_shape, go into the JSON).
 
@@ -524,7 +524,7 @@ def load_ridge(path: Path | str) -> tuple[RidgeDecoder, dict]:
     meta["arrays"] = {k: v for k, v in t.items() if k not in ("coef", "intercept", "alpha")}
     return model, meta
 
-# %% ../nbs/04_regression.ipynb #506db19a
+# %% ../nbs/04_regression.ipynb #7104c66e
 def encoder_spec(cfg) -> str:
     "The token encoder a configuration implies: the mini encoder without real weights, IP-Adapter Plus with them."
     return "mini" if cfg.models_root is None else "ip-adapter-plus"
@@ -585,7 +585,7 @@ def predict_ridge(folder: Path | str, fmri: np.ndarray) -> np.ndarray:
     x = zscore_with(fmri, stats["voxel_mean"], stats["voxel_std"])
     return model.predict(x).reshape(len(x), *meta["token_shape"])
 
-# %% ../nbs/04_regression.ipynb #c112db42
+# %% ../nbs/04_regression.ipynb #5b4a58eb
 def _ridge_cost_child(n_samples, n_voxels, n_targets, alphas, seed, folder, queue):
     import resource, time
     rng = np.random.default_rng(seed)
