@@ -29,7 +29,7 @@ __all__ = ['log', 'DEFAULT_ALPHAS', 'BAND', 'GROUP', 'TILE', 'mirror_lower', 'gr
            'dual_weights', 'RidgeDecoder', 'renormalize_predictions', 'save_ridge', 'load_ridge', 'encoder_spec',
            'subject_tokens', 'fit_subject', 'predict_ridge', 'ridge_cost']
 
-# %% ../nbs/04_regression.ipynb #abda794c
+# %% ../nbs/04_regression.ipynb #c6f4ccfb
 def mirror_lower(G: torch.Tensor, tile: int = TILE, diagonal_only: bool = False) -> torch.Tensor:
     "Copy the lower triangle of the square `G` onto its upper triangle, in place, tile by tile (only the diagonal tiles with `diagonal_only`)."
     n = len(G)
@@ -64,15 +64,21 @@ def eigh(K: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         s, U = torch.linalg.eigh(K)
     return s.clamp_(min=0), U
 
-def center_gram(G: torch.Tensor, m: torch.Tensor | None = None) -> torch.Tensor:
+def center_gram(G: torch.Tensor, m: torch.Tensor | None = None, lower: bool = False, rows: int = 512) -> torch.Tensor:
     """The Gram matrix of the column-centred data, `(X - 1 xbar)(X - 1 xbar)^T`, from `G = X X^T` (in place):
-    `G - m 1^T - 1 m^T + mean(m)` with `m` the row means of `G` (`X xbar`; computed from `G` if not given)."""
+    `G - m 1^T - 1 m^T + mean(m)` with `m` the row means of `G` (`X xbar`; computed from `G` if not given). With
+    `lower`, only the lower triangle is changed (by blocks of `rows` rows; the upper one is never touched)."""
     m = (G.mean(0) if m is None else m).to(G.dtype)
-    ones = torch.ones_like(m)
-    G.addr_(ones, m, alpha=-1).addr_(m, ones, alpha=-1).add_(m.double().mean().to(G.dtype))
+    c = m.double().mean().to(G.dtype)
+    if not lower:
+        ones = torch.ones_like(m)
+        return G.addr_(ones, m, alpha=-1).addr_(m, ones, alpha=-1).add_(c)
+    for i0 in range(0, len(G), rows):
+        i1 = min(len(G), i0 + rows)
+        G[i0:i1, :i1] -= m[i0:i1, None] + m[None, :i1] - c
     return G
 
-# %% ../nbs/04_regression.ipynb #2fae58c5
+# %% ../nbs/04_regression.ipynb #7c22d505
 def block_reflector(V: torch.Tensor, tau: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """`T` (upper triangular) such that `H_1 H_2 ... H_k = I - V T V^T` for the reflectors `H_i = I - tau_i v_i v_i^T`
     (columns of `V`, unit diagonal explicit; `V` is changed in place where `tau_i = 0`). Returns `T` and the taus used."""
@@ -159,7 +165,7 @@ def band_reduce(K: torch.Tensor, width: int = BAND, group: int = GROUP, tile: in
     if pending: merge()
     return BandForm(diag, sub, reflectors)
 
-# %% ../nbs/04_regression.ipynb #c4d4f1d4
+# %% ../nbs/04_regression.ipynb #16a6b7e3
 @dataclass
 class ShiftedBand:
     "`B + alpha I = L D L^T`: the blocks of `L` below its diagonal and the merged backward operators (working dtype), `tr((B + alpha I)^-1)`."
@@ -219,7 +225,7 @@ def shift_factor(band: BandForm, alpha: float, dtype: torch.dtype) -> ShiftedBan
     "Factorise `B + alpha I` (float64); raises `torch.linalg.LinAlgError` if it is not positive definite."
     return shift_factors(band, [alpha], dtype)[0]
 
-# %% ../nbs/04_regression.ipynb #8a7c6e1b
+# %% ../nbs/04_regression.ipynb #f8316b7e
 def gcv_errors(s: torch.Tensor, R: torch.Tensor, outside: torch.Tensor, n: int, alphas: Sequence[float],
                intercept: bool) -> torch.Tensor:
     """Generalised CV error `(n_alphas, t)` from eigenvalues `s` `(r,)`, `R = U^T Yc` `(r, t)` and
@@ -252,7 +258,7 @@ def dual_weights(U: torch.Tensor, s: torch.Tensor, R: torch.Tensor, alpha: torch
     inv = 1.0 / (s.double()[:, None] + alpha.double().reshape(1, -1))        # (r, t) or (r, 1)
     return U @ (inv.to(R.dtype) * R)
 
-# %% ../nbs/04_regression.ipynb #39d4389c
+# %% ../nbs/04_regression.ipynb #859682d3
 def _all_finite(T: torch.Tensor) -> bool:
     "No NaN or infinity in `T`: its sum is finite (one fast pass), or, if that overflowed, the element-wise check."
     return bool(torch.isfinite(T.sum())) or bool(torch.isfinite(T).all())
@@ -349,7 +355,7 @@ class RidgeDecoder(RegressorMixin, BaseEstimator):
         n, p = X.shape
         t = Y.shape[1]
         K = gram(X, full=False)
-        if self.fit_intercept: center_gram(K, X @ xbar)
+        if self.fit_intercept: center_gram(K, X @ xbar, lower=True)
         band = band_reduce(K, progress=self.progress)
         del K
         factors = shift_factors(band, alphas, X.dtype)
@@ -482,7 +488,7 @@ class RidgeDecoder(RegressorMixin, BaseEstimator):
         if self._coef is None: return self._predict_dual(X).cpu().numpy().astype(np.float32)
         return (X @ self._tensor(self._coef).T + self._tensor(self.intercept_)).cpu().numpy().astype(np.float32)
 
-# %% ../nbs/04_regression.ipynb #209c5823
+# %% ../nbs/04_regression.ipynb #24d66b07
 def renormalize_predictions(pred: np.ndarray, train_targets: np.ndarray) -> np.ndarray:
     "TRANSDUCTIVE: standardise `pred` `(n_test, ...)` per target with its own statistics, rescale to `train_targets`'."
     flat = pred.reshape(len(pred), -1).astype(np.float64)
@@ -490,7 +496,7 @@ def renormalize_predictions(pred: np.ndarray, train_targets: np.ndarray) -> np.n
     z = (flat - flat.mean(0)) / (flat.std(0) + 1e-12)
     return (z * ref.std(0) + ref.mean(0)).astype(np.float32).reshape(pred.shape)
 
-# %% ../nbs/04_regression.ipynb #5a624e13
+# %% ../nbs/04_regression.ipynb #657f4203
 def save_ridge(model: RidgeDecoder, path: Path | str, arrays: dict | None = None, **extra) -> Path:
     """Write `path`.safetensors and `path`.json (extra JSON-able facts, e.g. token_shape, go into the JSON).
 
@@ -524,7 +530,7 @@ def load_ridge(path: Path | str) -> tuple[RidgeDecoder, dict]:
     meta["arrays"] = {k: v for k, v in t.items() if k not in ("coef", "intercept", "alpha")}
     return model, meta
 
-# %% ../nbs/04_regression.ipynb #7104c66e
+# %% ../nbs/04_regression.ipynb #f990f303
 def encoder_spec(cfg) -> str:
     "The token encoder a configuration implies: the mini encoder without real weights, IP-Adapter Plus with them."
     return "mini" if cfg.models_root is None else "ip-adapter-plus"
@@ -585,7 +591,7 @@ def predict_ridge(folder: Path | str, fmri: np.ndarray) -> np.ndarray:
     x = zscore_with(fmri, stats["voxel_mean"], stats["voxel_std"])
     return model.predict(x).reshape(len(x), *meta["token_shape"])
 
-# %% ../nbs/04_regression.ipynb #5b4a58eb
+# %% ../nbs/04_regression.ipynb #7eaf9c8e
 def _ridge_cost_child(n_samples, n_voxels, n_targets, alphas, seed, folder, queue):
     import resource, time
     rng = np.random.default_rng(seed)
