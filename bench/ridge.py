@@ -4,7 +4,7 @@ loop and himalaya's KernelRidgeCV, on synthetic data of real NSD subj01 shapes, 
   (a) thesis baseline: sklearn Ridge(alpha=60000), one fit per token (16 x 768 targets), float64
   (b) himalaya KernelRidgeCV, torch backend, the same 10-alpha grid
   (c) brainrecon RidgeDecoder, the same grid, cv="gcv" (solver "auto": the band reduction at NSD size, the
-      eigendecomposition below 4096 images, e.g. --preset small); cv="loo" with --loo
+      eigendecomposition below 2048 images, e.g. --preset small: 2000 images); cv="loo" with --loo
 
 Each runs in a fresh process (fit + test predictions, imports excluded); prints seconds, peak RSS, ratios, and
 the achieved fraction of this machine's float32 matrix-multiply rate for the dominant steps.

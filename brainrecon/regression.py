@@ -29,7 +29,7 @@ __all__ = ['log', 'DEFAULT_ALPHAS', 'BAND', 'GROUP', 'TILE', 'mirror_lower', 'gr
            'dual_weights', 'RidgeDecoder', 'renormalize_predictions', 'save_ridge', 'load_ridge', 'encoder_spec',
            'subject_tokens', 'fit_subject', 'predict_ridge', 'ridge_cost']
 
-# %% ../nbs/04_regression.ipynb #c6f4ccfb
+# %% ../nbs/04_regression.ipynb #d67ddb2c
 def mirror_lower(G: torch.Tensor, tile: int = TILE, diagonal_only: bool = False) -> torch.Tensor:
     "Copy the lower triangle of the square `G` onto its upper triangle, in place, tile by tile (only the diagonal tiles with `diagonal_only`)."
     n = len(G)
@@ -78,7 +78,7 @@ def center_gram(G: torch.Tensor, m: torch.Tensor | None = None, lower: bool = Fa
         G[i0:i1, :i1] -= m[i0:i1, None] + m[None, :i1] - c
     return G
 
-# %% ../nbs/04_regression.ipynb #7c22d505
+# %% ../nbs/04_regression.ipynb #9e516135
 def block_reflector(V: torch.Tensor, tau: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """`T` (upper triangular) such that `H_1 H_2 ... H_k = I - V T V^T` for the reflectors `H_i = I - tau_i v_i v_i^T`
     (columns of `V`, unit diagonal explicit; `V` is changed in place where `tau_i = 0`). Returns `T` and the taus used."""
@@ -165,7 +165,7 @@ def band_reduce(K: torch.Tensor, width: int = BAND, group: int = GROUP, tile: in
     if pending: merge()
     return BandForm(diag, sub, reflectors)
 
-# %% ../nbs/04_regression.ipynb #16a6b7e3
+# %% ../nbs/04_regression.ipynb #b3cb792d
 @dataclass
 class ShiftedBand:
     "`B + alpha I = L D L^T`: the blocks of `L` below its diagonal and the merged backward operators (working dtype), `tr((B + alpha I)^-1)`."
@@ -225,7 +225,7 @@ def shift_factor(band: BandForm, alpha: float, dtype: torch.dtype) -> ShiftedBan
     "Factorise `B + alpha I` (float64); raises `torch.linalg.LinAlgError` if it is not positive definite."
     return shift_factors(band, [alpha], dtype)[0]
 
-# %% ../nbs/04_regression.ipynb #f8316b7e
+# %% ../nbs/04_regression.ipynb #a77e26b4
 def gcv_errors(s: torch.Tensor, R: torch.Tensor, outside: torch.Tensor, n: int, alphas: Sequence[float],
                intercept: bool) -> torch.Tensor:
     """Generalised CV error `(n_alphas, t)` from eigenvalues `s` `(r,)`, `R = U^T Yc` `(r, t)` and
@@ -258,7 +258,7 @@ def dual_weights(U: torch.Tensor, s: torch.Tensor, R: torch.Tensor, alpha: torch
     inv = 1.0 / (s.double()[:, None] + alpha.double().reshape(1, -1))        # (r, t) or (r, 1)
     return U @ (inv.to(R.dtype) * R)
 
-# %% ../nbs/04_regression.ipynb #859682d3
+# %% ../nbs/04_regression.ipynb #571fc697
 def _all_finite(T: torch.Tensor) -> bool:
     "No NaN or infinity in `T`: its sum is finite (one fast pass), or, if that overflowed, the element-wise check."
     return bool(torch.isfinite(T.sum())) or bool(torch.isfinite(T).all())
@@ -277,7 +277,7 @@ class RidgeDecoder(RegressorMixin, BaseEstimator):
     band-reduction fit), `intercept_` `(t,)`, `cv_errors_` `(n_alphas,)` mean CV error over targets for each alpha.
     `cv=None` with a single alpha fits without selection (the thesis' setting). `solver`: "auto" (band reduction for
     GCV or a fixed alpha with `band_min_samples` <= n <= p, the eigendecomposition otherwise), "band" or "eigh";
-    `band_min_samples=None`: 4096 on the CPU, 0 on CUDA (where float32 `eigh` is the less accurate of the two).
+    `band_min_samples=None`: 2048 on the CPU, 0 on CUDA (where float32 `eigh` is the less accurate of the two).
     After a band fit the decoder keeps a reference to `X` until `coef_` is computed: do not change it in place.
     """
     def __init__(self, alphas: Sequence[float] = DEFAULT_ALPHAS, cv: str | int | None = "gcv", fit_intercept: bool = True,
@@ -330,7 +330,7 @@ class RidgeDecoder(RegressorMixin, BaseEstimator):
         if self.solver == "band" and not band_ok:
             raise ValueError("solver='band' needs cv='gcv' or None and no more samples than features")
         self._coef = self._dual = None
-        min_n = self.band_min_samples if self.band_min_samples is not None else 4096 if X.device.type == "cpu" else 0
+        min_n = self.band_min_samples if self.band_min_samples is not None else 2048 if X.device.type == "cpu" else 0
         if self.solver == "band" or (self.solver == "auto" and band_ok and n >= min_n):
             try:
                 return self._fit_band(X, Y, xbar, ybar, alphas)
@@ -488,7 +488,7 @@ class RidgeDecoder(RegressorMixin, BaseEstimator):
         if self._coef is None: return self._predict_dual(X).cpu().numpy().astype(np.float32)
         return (X @ self._tensor(self._coef).T + self._tensor(self.intercept_)).cpu().numpy().astype(np.float32)
 
-# %% ../nbs/04_regression.ipynb #24d66b07
+# %% ../nbs/04_regression.ipynb #e715ecfd
 def renormalize_predictions(pred: np.ndarray, train_targets: np.ndarray) -> np.ndarray:
     "TRANSDUCTIVE: standardise `pred` `(n_test, ...)` per target with its own statistics, rescale to `train_targets`'."
     flat = pred.reshape(len(pred), -1).astype(np.float64)
@@ -496,7 +496,7 @@ def renormalize_predictions(pred: np.ndarray, train_targets: np.ndarray) -> np.n
     z = (flat - flat.mean(0)) / (flat.std(0) + 1e-12)
     return (z * ref.std(0) + ref.mean(0)).astype(np.float32).reshape(pred.shape)
 
-# %% ../nbs/04_regression.ipynb #657f4203
+# %% ../nbs/04_regression.ipynb #23f2674d
 def save_ridge(model: RidgeDecoder, path: Path | str, arrays: dict | None = None, **extra) -> Path:
     """Write `path`.safetensors and `path`.json (extra JSON-able facts, e.g. token_shape, go into the JSON).
 
@@ -530,7 +530,7 @@ def load_ridge(path: Path | str) -> tuple[RidgeDecoder, dict]:
     meta["arrays"] = {k: v for k, v in t.items() if k not in ("coef", "intercept", "alpha")}
     return model, meta
 
-# %% ../nbs/04_regression.ipynb #f990f303
+# %% ../nbs/04_regression.ipynb #dbed9aaa
 def encoder_spec(cfg) -> str:
     "The token encoder a configuration implies: the mini encoder without real weights, IP-Adapter Plus with them."
     return "mini" if cfg.models_root is None else "ip-adapter-plus"
@@ -591,7 +591,7 @@ def predict_ridge(folder: Path | str, fmri: np.ndarray) -> np.ndarray:
     x = zscore_with(fmri, stats["voxel_mean"], stats["voxel_std"])
     return model.predict(x).reshape(len(x), *meta["token_shape"])
 
-# %% ../nbs/04_regression.ipynb #7eaf9c8e
+# %% ../nbs/04_regression.ipynb #4f2c5986
 def _ridge_cost_child(n_samples, n_voxels, n_targets, alphas, seed, folder, queue):
     import resource, time
     rng = np.random.default_rng(seed)
