@@ -24,17 +24,20 @@ GROUP = 512         # reflectors applied to the targets together, in one GEMM pa
 TILE = 1024         # tile columns of the band reduction's lower-triangle updates
 
 # %% auto #0
-__all__ = ['log', 'DEFAULT_ALPHAS', 'BAND', 'GROUP', 'TILE', 'mirror_lower', 'gram', 'eigh', 'center_gram', 'block_reflector',
-           'BandForm', 'band_reduce', 'ShiftedBand', 'shift_factors', 'shift_factor', 'gcv_errors', 'loo_errors',
+__all__ = ['log', 'DEFAULT_ALPHAS', 'BAND', 'GROUP', 'TILE', 'spans', 'mirror_lower', 'gram', 'eigh', 'center_gram',
+           'block_reflector', 'BandForm', 'band_reduce', 'ShiftedBand', 'shift_factors', 'gcv_errors', 'loo_errors',
            'dual_weights', 'RidgeDecoder', 'renormalize_predictions', 'save_ridge', 'load_ridge', 'encoder_spec',
            'subject_tokens', 'fit_subject', 'predict_ridge', 'ridge_cost']
 
-# %% ../nbs/04_regression.ipynb #d67ddb2c
+# %% ../nbs/04_regression.ipynb #e449a9d0
+def spans(start: int, stop: int, size: int) -> list[tuple[int, int]]:
+    "`[start, stop)` cut at the multiples of `size`: `(start, next multiple), ..., (last multiple, stop)`."
+    cuts = list(range((start // size + 1) * size, stop, size))
+    return list(zip([start] + cuts, cuts + [stop]))
+
 def mirror_lower(G: torch.Tensor, tile: int = TILE, diagonal_only: bool = False) -> torch.Tensor:
     "Copy the lower triangle of the square `G` onto its upper triangle, in place, tile by tile (only the diagonal tiles with `diagonal_only`)."
-    n = len(G)
-    for i0 in range(0, n, tile):
-        i1 = min(n, i0 + tile)
+    for i0, i1 in spans(0, len(G), tile):
         blk = G[i0:i1, i0:i1]
         blk.copy_(torch.tril(blk) + torch.tril(blk, -1).T)
         if not diagonal_only: G[i0:i1, i1:] = G[i1:, i0:i1].T
@@ -45,10 +48,8 @@ def gram(X: torch.Tensor, full: bool = True, rows: int = 512) -> torch.Tensor:
     BLAS syrk, and faster here: MKL's GEMM through torch), mirrored unless `full=False` (the upper triangle is then
     left unset); a single matmul on CUDA."""
     if X.device.type != "cpu": return X @ X.T
-    n = len(X)
-    G = X.new_empty(n, n)
-    for i0 in range(0, n, rows):
-        i1 = min(n, i0 + rows)
+    G = X.new_empty(len(X), len(X))
+    for i0, i1 in spans(0, len(X), rows):
         torch.matmul(X[i0:i1], X[:i1].T, out=G[i0:i1, :i1])
     return mirror_lower(G) if full else G
 
@@ -70,12 +71,9 @@ def center_gram(G: torch.Tensor, m: torch.Tensor | None = None, lower: bool = Fa
     `lower`, only the lower triangle is changed (by blocks of `rows` rows; the upper one is never touched)."""
     m = (G.mean(0) if m is None else m).to(G.dtype)
     c = m.double().mean().to(G.dtype)
-    if not lower:
-        ones = torch.ones_like(m)
-        return G.addr_(ones, m, alpha=-1).addr_(m, ones, alpha=-1).add_(c)
-    for i0 in range(0, len(G), rows):
-        i1 = min(len(G), i0 + rows)
-        G[i0:i1, :i1] -= m[i0:i1, None] + m[None, :i1] - c
+    for i0, i1 in spans(0, len(G), rows):
+        j1 = i1 if lower else len(G)
+        G[i0:i1, :j1] -= m[i0:i1, None] + m[None, :j1] - c
     return G
 
 # %% ../nbs/04_regression.ipynb #9e516135
@@ -150,7 +148,7 @@ def band_reduce(K: torch.Tensor, width: int = BAND, group: int = GROUP, tile: in
         T, tau = block_reflector(V, tau[:w])
         # Q_k^T A Q_k = A - V W^T - W V^T for the trailing A = K[e:, e:], from and on its tile columns at and below the
         # diagonal only: A V as two GEMMs per tile column (the column, and its transpose below the diagonal tile)
-        cols = list(zip([e] + list(range((e // tile + 1) * tile, n, tile)), list(range((e // tile + 1) * tile, n, tile)) + [n]))
+        cols = spans(e, n, tile)
         AV, AVt, Vt = torch.zeros_like(V), torch.zeros_like(V.T), V.T.contiguous()
         for j0, j1 in cols:
             AV[j0 - e:].addmm_(K[j0:, j0:j1], V[j0 - e:j1 - e])
@@ -220,10 +218,6 @@ def shift_factors(band: BandForm, alphas: Sequence[float], dtype: torch.dtype) -
     backward = [torch.cat([D_inv[i], -M[i].mT], -1) for i in range(len(M))] + [D_inv[-1]]
     return [ShiftedBand(float(alpha), band.offsets, [m[k].to(dtype).contiguous() for m in M],
                         [b[k].to(dtype).contiguous() for b in backward], float(trace[k])) for k, alpha in enumerate(alphas)]
-
-def shift_factor(band: BandForm, alpha: float, dtype: torch.dtype) -> ShiftedBand:
-    "Factorise `B + alpha I` (float64); raises `torch.linalg.LinAlgError` if it is not positive definite."
-    return shift_factors(band, [alpha], dtype)[0]
 
 # %% ../nbs/04_regression.ipynb #a77e26b4
 def gcv_errors(s: torch.Tensor, R: torch.Tensor, outside: torch.Tensor, n: int, alphas: Sequence[float],
