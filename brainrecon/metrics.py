@@ -111,17 +111,29 @@ def _standardise_rows(x: torch.Tensor) -> torch.Tensor:
     x = x - x.mean(1, keepdim=True)
     return x / x.norm(dim=1, keepdim=True)
 
-def _standardised_pair(gt_feats, rec_feats) -> tuple[torch.Tensor, torch.Tensor]:
-    "Both feature arrays flattened to `(n, d)`, each row centred and scaled to unit norm (float64)."
-    g = _standardise_rows(torch.as_tensor(np.asarray(gt_feats)).flatten(1))
-    r = _standardise_rows(torch.as_tensor(np.asarray(rec_feats)).flatten(1))
-    if g.shape != r.shape: raise ValueError(f"feature shapes differ: {tuple(g.shape)} vs {tuple(r.shape)}")
+def _flat_pair(gt_feats, rec_feats) -> tuple[np.ndarray, np.ndarray]:
+    "Both feature arrays flattened to `(n, d)`, checked to have the same shape."
+    g, r = np.asarray(gt_feats), np.asarray(rec_feats)
+    g, r = g.reshape(len(g), -1), r.reshape(len(r), -1)
+    if g.shape != r.shape: raise ValueError(f"feature shapes differ: {g.shape} vs {r.shape}")
     return g, r
 
+def _standardised_pair(gt_feats, rec_feats) -> tuple[torch.Tensor, torch.Tensor]:
+    "Both feature arrays flattened to `(n, d)`, each row centred and scaled to unit norm (float64)."
+    g, r = _flat_pair(gt_feats, rec_feats)
+    return _standardise_rows(torch.as_tensor(g)), _standardise_rows(torch.as_tensor(r))
+
 def feature_correlations(gt_feats, rec_feats) -> np.ndarray:
-    "`r[i, j]` = Pearson r between ground-truth features `i` and reconstruction features `j`: `(n, n)`."
-    g, r = _standardised_pair(gt_feats, rec_feats)
-    return (g @ r.T).numpy()
+    """`r[i, j]` = Pearson r between ground-truth features `i` and reconstruction features `j`: `(n, n)`.
+
+    Identical ground-truth rows (an image shown twice) get bit-identical rows of `r`: `r` is computed once per distinct
+    row and indexed back. Floating-point arithmetic does not promise that by itself (a BLAS kernel, or a vectorised
+    mean, may round a row differently depending on where it sits in memory), and 2-way identification's ties
+    depend on it."""
+    g, r = _flat_pair(gt_feats, rec_feats)
+    _, first, inverse = np.unique(g, axis=0, return_index=True, return_inverse=True)
+    corr = _standardise_rows(torch.as_tensor(g[first])) @ _standardise_rows(torch.as_tensor(r)).T
+    return corr.numpy()[inverse.reshape(-1)]
 
 def two_way_identification_per_image(gt_feats, rec_feats) -> np.ndarray:
     "For each reconstruction j, the fraction of other ground truths i with r[i, j] < r[j, j] (ties fail): `(n,)`."
