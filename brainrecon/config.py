@@ -7,14 +7,19 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
+import tempfile
+from contextlib import contextmanager
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
+import torch
 import yaml
 
 # %% auto #0
-__all__ = ['MODEL_FOLDERS', 'ENV_PREFIX', 'find_project_root', 'Config', 'load_config', 'resolve_device', 'setup_logging']
+__all__ = ['PIPELINES', 'RUN_FOLDERS', 'ENV_PREFIX', 'find_project_root', 'subject_folder', 'Config', 'load_config',
+           'atomic_path', 'resolve_device', 'setup_logging']
 
 # %% ../nbs/00_config.ipynb #6de4eabe
 def find_project_root(start: Path | str | None = None) -> Path:
@@ -27,7 +32,24 @@ def find_project_root(start: Path | str | None = None) -> Path:
     return start
 
 # %% ../nbs/00_config.ipynb #f8e3cc3e
-MODEL_FOLDERS = {"RR": "ridge", "BG": "federated"}   # run_dir/<folder>/subjXX: each pipeline's models
+PIPELINES = ("RR", "BG")
+RUN_FOLDERS = {   # every product of a run, named here once: run_dir/<folder>
+    "data": "data",                        # overview of the prepared voxels
+    "mini_models": "mini_models",          # the mini models' check (mini world only)
+    "tokens": "tokens",                    # target tokens of every stimulus, and the uncond tokens
+    "RR": "ridge",                         # RR: per subject a model and its predicted test tokens
+    "RR-oracle": "ridge_oracle",           # RR fitted to noise-free responses (mini world only)
+    "BG": "federated",                     # BG: the federation, per subject a personalised model
+    "reconstructions": "reconstructions",  # decoded test images, per pipeline and subject
+    "evaluation": "evaluation",            # the metrics, per image and summarised
+    "efficiency": "efficiency",            # 16 vs 257 + 77 tokens: time, memory, bytes
+    "notebooks": "notebooks",              # the executed experiment notebooks, the run's record
+    "app": "app",                          # the dashboard's database and files
+}
+
+def subject_folder(subject: int) -> str:
+    "The folder name of one subject's products, as NSD names its subjects: `subj01`."
+    return f"subj{subject:02d}"
 
 @dataclass
 class Config:
@@ -54,19 +76,44 @@ class Config:
         return "mini" if self.nsd_root is None else "nsd"
 
     @property
+    def models(self) -> str:
+        "'real' when local weights are configured (IP-Adapter Plus, SD 1.5), else 'mini' (the project's mini models)."
+        return "mini" if self.models_root is None else "real"
+
+    @property
+    def encoder_spec(self) -> str:
+        "The token encoder the configuration implies (a `load_encoder` spec): 'mini' or 'ip-adapter-plus'."
+        return "mini" if self.models == "mini" else "ip-adapter-plus"
+
+    @property
+    def decoder_spec(self) -> str:
+        "The decoder the configuration implies (a `load_decoder` spec): 'mini' or 'sd15'."
+        return "mini" if self.models == "mini" else "sd15"
+
+    @property
     def nsd_path(self) -> Path:
         "Root of the NSD-format tree that stages read: the real copy or the mini world."
         return self.nsd_root if self.nsd_root is not None else self.data_dir / "mini-nsd"
 
     def prepared_dir(self, subject: int) -> Path:
         "Cache folder of one subject's prepared voxels (see `brainrecon.data.prepare_subject`)."
-        return self.data_dir / "prepared" / self.world / f"subj{subject:02d}"
+        return self.data_dir / "prepared" / self.world / subject_folder(subject)
+
+    def run_path(self, product: str, *parts: str) -> Path:
+        "The folder of one product of the run (a key of `RUN_FOLDERS`), or a path inside it: `run_dir/<folder>/<parts>`."
+        if product not in RUN_FOLDERS: raise ValueError(f"run product must be one of {tuple(RUN_FOLDERS)}, got {product!r}")
+        return self.run_dir.joinpath(RUN_FOLDERS[product], *parts)
 
     def model_dir(self, pipeline: str, subject: int | None = None) -> Path:
         "Run folder of a pipeline's models (`RR`: ridge, `BG`: the federation), or of one subject's model in it."
-        if pipeline not in MODEL_FOLDERS: raise ValueError(f"pipeline must be one of {tuple(MODEL_FOLDERS)}, got {pipeline!r}")
-        folder = self.run_dir / MODEL_FOLDERS[pipeline]
-        return folder if subject is None else folder / f"subj{subject:02d}"
+        if pipeline not in PIPELINES: raise ValueError(f"pipeline must be one of {PIPELINES}, got {pipeline!r}")
+        return self.run_path(pipeline) if subject is None else self.run_path(pipeline, subject_folder(subject))
+
+    def reconstructions_dir(self, pipeline: str, subject: int | None = None) -> Path:
+        "Run folder of a pipeline's decoded test images, or of one subject's."
+        if pipeline not in PIPELINES: raise ValueError(f"pipeline must be one of {PIPELINES}, got {pipeline!r}")
+        folder = self.run_path("reconstructions", pipeline)
+        return folder if subject is None else folder / subject_folder(subject)
 
     def to_dict(self) -> dict:
         "Plain, YAML/JSON-ready values (paths as strings), e.g. for papermill parameters and manifests."
@@ -134,10 +181,31 @@ def load_config(path: Path | str | None = None, root: Path | str | None = None, 
     values.update({k: _coerce(k, v, Path.cwd()) for k, v in overrides.items()})
     return Config(**values)
 
+# %% ../nbs/00_config.ipynb #1052ba3a
+@contextmanager
+def atomic_path(path: Path | str, folder: bool = False) -> Iterator[Path]:
+    """A temporary sibling of `path` to write into: renamed onto `path` when the block ends, removed if it raises.
+
+    With `folder=True` it is an empty directory, and an existing folder at `path` is replaced."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if folder: tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{path.name}.", dir=path.parent))
+    else:
+        fd, name = tempfile.mkstemp(prefix=".tmp-", suffix=path.suffix, dir=path.parent)
+        os.close(fd)
+        tmp = Path(name)
+    try:
+        yield tmp
+        if folder and path.is_dir(): shutil.rmtree(path)
+        os.replace(tmp, path)
+    except BaseException:
+        if tmp.is_dir(): shutil.rmtree(tmp, ignore_errors=True)
+        else: tmp.unlink(missing_ok=True)
+        raise
+
 # %% ../nbs/00_config.ipynb #99169b11
 def resolve_device(device: str = "auto") -> str:
     "'cuda' or 'cpu' for 'auto'; any other torch device string is checked and returned."
-    import torch
     if device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     dev = torch.device(device)

@@ -8,9 +8,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
-import shutil
-import tempfile
 import time
 import zlib
 from dataclasses import dataclass, field
@@ -23,16 +20,16 @@ import numpy as np
 import scipy.io
 from tqdm.auto import tqdm
 
+from . import __version__
+from .config import atomic_path
+
 log = logging.getLogger(__name__)
 
 # %% auto #0
-__all__ = ['log', 'SUBJECTS', 'NSD_SESSIONS', 'BETA_SCALE', 'BETAS_FORMATS', 'CACHE_VERSION', 'MINI_VOXELS', 'MINI_VOLUMES',
-           'MINI_VERSION', 'expdesign_path', 'stimuli_path', 'mask_path', 'betas_path', 'find_betas',
-           'available_sessions', 'required_files', 'NSDDataError', 'ExpDesign', 'load_expdesign', 'TrialTable',
-           'trial_table', 'load_mask', 'betas_shape', 'read_session', 'PreparedSubject', 'prepare_subject',
-           'load_stimuli', 'voxel_statistics', 'zscore_with', 'zscore_voxels', 'repeat_reliability', 'render_digits',
-           'low_level_features', 'roi_volume', 'voxel_signal', 'random_design', 'write_betas', 'make_mini_nsd',
-           'mini_world_params', 'ensure_mini_nsd', 'ensure_world', 'load_mini_truth']
+__all__ = ['log', 'SUBJECTS', 'NSD_SESSIONS', 'BETA_SCALE', 'BETAS_FORMATS', 'CACHE_VERSION', 'expdesign_path', 'stimuli_path',
+           'mask_path', 'betas_path', 'find_betas', 'available_sessions', 'required_files', 'NSDDataError', 'ExpDesign',
+           'load_expdesign', 'TrialTable', 'trial_table', 'load_mask', 'betas_shape', 'read_session', 'PreparedSubject',
+           'prepare_subject', 'load_stimuli', 'voxel_statistics', 'zscore_with', 'zscore_voxels', 'repeat_reliability']
 
 # %% ../nbs/01_data.ipynb #a358416d
 SUBJECTS = (1, 2, 5, 7)            # the NSD subjects that finished all 40 sessions
@@ -302,18 +299,11 @@ def _load_cache(out_dir: Path, subject: int, sessions: tuple, sources: dict[str,
                            manifest=manifest, **arrays)
 
 def _write_cache(prep: PreparedSubject, out_dir: Path) -> None:
-    "Write `prep` to `out_dir` atomically: a temporary sibling folder renamed into place."
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
-    try:
+    "Write `prep` to `out_dir` all or nothing (a temporary sibling folder renamed into place)."
+    with atomic_path(out_dir, folder=True) as tmp:
         for k in _ARRAYS: np.save(tmp / f"{k}.npy", getattr(prep, k))
         for k in _TRIAL_FIELDS: np.save(tmp / f"trial_{k}.npy", getattr(prep.trials, k))
         (tmp / "manifest.json").write_text(json.dumps(prep.manifest, indent=1))
-        if out_dir.exists(): shutil.rmtree(out_dir)
-        os.replace(tmp, out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
 
 # %% ../nbs/01_data.ipynb #3898084c
 def prepare_subject(nsd_root, subject: int, sessions: Sequence[int] | None = None,
@@ -373,16 +363,12 @@ def prepare_subject(nsd_root, subject: int, sessions: Sequence[int] | None = Non
             "nsd_root": str(nsd_root.resolve()), "volume_shape": list(prep.volume_shape),
             "shapes": {k: list(getattr(prep, k).shape) for k in _ARRAYS},
             "sources": {k: _source_record(p) for k, p in sources.items()},
-            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "brainrecon": _version(),
+            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "brainrecon": __version__,
         }
         _write_cache(prep, out_dir)
         log.info("subject %d: prepared %d train / %d test images x %d voxels into %s",
                  subject, len(train_ids), len(test_ids), prep.n_voxels, out_dir)
     return prep
-
-def _version() -> str:
-    from brainrecon import __version__
-    return __version__
 
 # %% ../nbs/01_data.ipynb #f10b138f
 def load_stimuli(nsd_root, ids: Sequence[int], batch: int = 64) -> np.ndarray:
@@ -435,238 +421,3 @@ def repeat_reliability(prep: PreparedSubject, split: str = "test") -> np.ndarray
     b = np.asarray(prep.trial_betas[sel[twice + 1]], np.float64)
     a -= a.mean(0); b -= b.mean(0)
     return (a * b).sum(0) / np.sqrt((a * a).sum(0) * (b * b).sum(0) + 1e-12)
-
-# %% ../nbs/01_data.ipynb #db79b835
-MINI_VOXELS = {1: 1572, 2: 1428, 5: 1304, 7: 1268}                 # NSD's nsdgeneral counts / 10
-MINI_VOLUMES = {1: (24, 28, 22), 2: (23, 28, 21), 5: (24, 27, 22), 7: (23, 27, 21)}
-MINI_VERSION = 1
-
-def render_digits(digits: np.ndarray, size: int, rng: np.random.Generator) -> np.ndarray:
-    "8 x 8 digits (values 0-16) as `(n, size, size, 3) uint8` RGB: a random colour on a dark background."
-    import colorsys
-    from scipy.ndimage import zoom
-    up = np.stack([zoom(e, size / 8, order=3) for e in np.eye(8)], 1)   # (size, 8): 1-D cubic spline zoom
-    ink = np.clip(np.einsum("ai,nij,bj->nab", up, digits.astype(np.float32) / 16, up), 0, 1)[..., None]
-    hsv = np.stack([rng.random(len(digits)), rng.uniform(0.5, 1, len(digits)), rng.uniform(0.75, 1, len(digits))], 1)
-    fg = np.array([colorsys.hsv_to_rgb(*c) for c in hsv], np.float32)[:, None, None, :]
-    bg = rng.uniform(0.02, 0.12, (len(digits), 1, 1, 3)).astype(np.float32)
-    return np.round(255 * (bg * (1 - ink) + fg * ink)).astype(np.uint8)
-
-# %% ../nbs/01_data.ipynb #89d5a3f5
-def _gabor_bank(wavelengths=(6.0, 12.0), n_orient: int = 4) -> list[tuple[np.ndarray, np.ndarray]]:
-    "Quadrature pairs (even, odd) of zero-mean Gabor kernels."
-    bank = []
-    for lam in wavelengths:
-        sigma, half = 0.5 * lam, int(np.ceil(1.5 * lam))
-        yy, xx = np.mgrid[-half:half + 1, -half:half + 1].astype(np.float32)
-        env = np.exp(-(xx ** 2 + yy ** 2) / (2 * sigma ** 2))
-        for k in range(n_orient):
-            th = np.pi * k / n_orient
-            u = xx * np.cos(th) + yy * np.sin(th)
-            even, odd = env * np.cos(2 * np.pi * u / lam), env * np.sin(2 * np.pi * u / lam)
-            bank.append((even - even.mean(), odd))
-    return bank
-
-def low_level_features(images: np.ndarray, grid: int = 8, res: int = 32) -> np.ndarray:
-    "V1-like features `(n, 10, grid, grid)`: 8 Gabor energies and 2 colour-opponent channels, pooled on a grid."
-    n, h, w, _ = images.shape
-    if h % res or w % res: raise ValueError(f"image size {h} x {w} is not a multiple of the feature resolution {res}")
-    x = images.astype(np.float32).reshape(n, res, h // res, res, w // res, 3).mean((2, 4)) / 255
-    lum = x.mean(-1)
-    bank = _gabor_bank()
-    pad = max(e.shape[0] for e, _ in bank) // 2
-    size = (res + 2 * pad, res + 2 * pad)
-    spec = np.fft.rfft2(lum, size)                       # one forward FFT, then one product per filter
-    def conv(k):                                         # 'same'-size convolution via the FFT
-        out = np.fft.irfft2(spec * np.fft.rfft2(k, size), size)
-        o = k.shape[0] // 2
-        return out[:, o:o + res, o:o + res]
-    chans = [np.sqrt(conv(e) ** 2 + conv(o) ** 2) for e, o in bank]
-    chans += [x[..., 0] - x[..., 1], x[..., 2] - 0.5 * (x[..., 0] + x[..., 1])]
-    f = np.stack(chans, 1)
-    p = res // grid
-    return f.reshape(len(x), len(chans), grid, p, grid, p).mean((3, 5))
-
-# %% ../nbs/01_data.ipynb #000da914
-def roi_volume(shape: tuple[int, int, int], n_roi: int) -> np.ndarray:
-    "An nsdgeneral-like mask: -1 outside an ellipsoid brain, 0 inside, 1 for the `n_roi` voxels nearest the occipital pole."
-    c = (np.array(shape) - 1) / 2
-    ijk = np.stack(np.meshgrid(*[np.arange(s) for s in shape], indexing="ij"), -1).astype(np.float64)
-    brain = (((ijk - c) / (c - 0.5)) ** 2).sum(-1) <= 1
-    pole = np.array([c[0], 0.5, c[2] - shape[2] / 6])
-    dist = np.sqrt((((ijk - pole) * [1.0, 1.6, 1.0]) ** 2).sum(-1))
-    dist[~brain] = np.inf
-    roi = np.zeros(shape, bool)
-    roi.flat[np.argsort(dist, axis=None, kind="stable")[:n_roi]] = True
-    mask = np.where(brain, 0, -1).astype(np.int16)
-    mask[roi] = 1
-    return mask
-
-def _voxel_model(mask: np.ndarray, rng: np.random.Generator, grid: int, n_chan: int, n_sem: int) -> dict:
-    "Per-voxel receptive fields, tunings, semantic share, amplitude and baseline of one subject."
-    ijk = np.stack(np.nonzero(mask > 0), 1).astype(np.float64)
-    lo, hi = ijk.min(0), ijk.max(0)
-    rel = (ijk - lo) / np.maximum(hi - lo, 1)
-    h = rel[:, 1]                                                   # posterior (0) to anterior (1)
-    centre = np.clip(rel[:, [0, 2]] * (grid - 1) + rng.normal(0, 0.5, (len(ijk), 2)), 0, grid - 1)
-    size = 0.7 + 2.5 * h
-    gy, gx = np.mgrid[0:grid, 0:grid]
-    rf = np.exp(-((gx.ravel() - centre[:, :1]) ** 2 + (gy.ravel() - centre[:, 1:]) ** 2) / (2 * size[:, None] ** 2))
-    rf /= rf.sum(1, keepdims=True)
-    tuning = rng.gamma(0.5, size=(len(ijk), n_chan))
-    tuning /= tuning.sum(1, keepdims=True)
-    return dict(rf=rf, tuning=tuning, semantic=rng.normal(0, 1, (len(ijk), n_sem)), share=h,
-                amplitude=np.exp(rng.normal(np.log(1.5), 0.3, len(ijk))), baseline=rng.normal(0, 0.5, len(ijk)))
-
-def _standardise(x: np.ndarray) -> np.ndarray:
-    return (x - x.mean(0)) / (x.std(0) + 1e-8)
-
-def voxel_signal(model: dict, features: np.ndarray, labels: np.ndarray) -> np.ndarray:
-    "Noise-free responses `(n_images, n_voxels)` in % signal change from the encoding model."
-    n, c, g, _ = features.shape
-    weights = (model["tuning"][:, :, None] * model["rf"][:, None, :]).reshape(len(model["rf"]), c * g * g)
-    low = features.reshape(n, c * g * g) @ weights.T
-    sem = np.eye(model["semantic"].shape[1])[labels] @ model["semantic"].T
-    s = model["share"]
-    mixed = _standardise(np.sqrt(1 - s) * _standardise(low) + np.sqrt(s) * _standardise(sem))
-    return (model["baseline"] + model["amplitude"] * mixed).astype(np.float32)
-
-# %% ../nbs/01_data.ipynb #ebd6e63b
-def random_design(rng: np.random.Generator, n_stimuli: int, n_sessions: int, trials_per_session: int,
-                  n_shared: int, n_train: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    "An NSD-like design: masterordering, subjectim and sharedix (1-based, as in NSD), subjects' own images disjoint."
-    n_trials = n_sessions * trials_per_session
-    spare = n_trials - 3 * n_shared
-    if not n_train <= spare <= 3 * n_train:
-        raise ValueError(f"{n_trials} trials cannot show {n_shared} shared images 3 times and {n_train} train "
-                         f"images 1-3 times each (need {n_train + 3 * n_shared}..{3 * n_train + 3 * n_shared} trials)")
-    if n_shared + len(SUBJECTS) * n_train > n_stimuli:
-        raise ValueError(f"{n_stimuli} stimuli are too few for {n_shared} shared + {len(SUBJECTS)} x {n_train} own images")
-    repeats = np.ones(n_train, np.int64)
-    while repeats.sum() < spare:                       # add repeats at random, at most 3 per image
-        open_ = np.flatnonzero(repeats < 3)
-        repeats[rng.choice(open_, min(len(open_), spare - repeats.sum()), replace=False)] += 1
-    slots = np.concatenate([np.repeat(np.arange(1, n_shared + 1), 3), np.repeat(np.arange(n_shared + 1, n_shared + n_train + 1), repeats)])
-    masterordering = rng.permutation(slots)
-    perm = rng.permutation(n_stimuli)
-    shared = perm[:n_shared]
-    subjectim = np.empty((8, n_shared + n_train), np.int64)
-    spare_pool = perm[n_shared + len(SUBJECTS) * n_train:]
-    for s in range(1, 9):
-        if s in SUBJECTS:
-            k = SUBJECTS.index(s)
-            own = perm[n_shared + k * n_train: n_shared + (k + 1) * n_train]
-        else:   # subjects without betas in the mini world: any non-shared images
-            own = rng.choice(np.concatenate([perm[n_shared:], spare_pool]), n_train, replace=False)
-        subjectim[s - 1] = np.concatenate([shared, own]) + 1
-    return masterordering, subjectim, np.sort(shared) + 1
-
-# %% ../nbs/01_data.ipynb #41f327af
-def write_betas(path: Path, volume: np.ndarray, affine: np.ndarray, fmt: str) -> None:
-    "Write an `(X, Y, Z, trials)` int16 volume as NSD does: NIfTI, or HDF5 `betas` with axes reversed."
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if fmt == "nii.gz":
-        img = nib.Nifti1Image(volume, affine)
-        img.header.set_data_dtype(np.int16)
-        nib.save(img, path)
-    else:
-        with h5py.File(path, "w") as f:
-            f.create_dataset("betas", data=volume.transpose(3, 2, 1, 0), chunks=(1, *volume.shape[2::-1]),
-                             compression="gzip", compression_opts=1)
-
-def make_mini_nsd(root, seed: int = 0, *, n_sessions: int = 8, trials_per_session: int = 125,
-                  n_shared: int = 100, n_train: int = 400, image_size: int = 64, snr: float = 0.5,
-                  betas_format: str = "nii.gz", progress: bool = True) -> Path:
-    """Write the mini world, an NSD-format tree, to `root` (replacing a mini world there) and return `root`.
-
-    Deterministic for `seed` and the parameters. Built in a temporary folder and renamed into
-    place, so an interrupted build leaves nothing half-written. Refuses to replace a folder that
-    is not a mini world.
-    """
-    from sklearn.datasets import load_digits
-    root = Path(root)
-    if betas_format not in BETAS_FORMATS: raise ValueError(f"betas_format must be one of {BETAS_FORMATS}")
-    if root.exists() and any(root.iterdir()) and not (root / "mini" / "world.json").is_file():
-        raise FileExistsError(f"{root} exists and is not a mini world; refusing to overwrite it")
-    params = dict(version=MINI_VERSION, seed=seed, n_sessions=n_sessions, trials_per_session=trials_per_session,
-                  n_shared=n_shared, n_train=n_train, image_size=image_size, snr=snr, betas_format=betas_format)
-    rng = np.random.default_rng(seed)
-    digits = load_digits()
-    images = render_digits(digits.images, image_size, rng)
-    labels = digits.target.astype(np.int64)
-    masterordering, subjectim, sharedix = random_design(rng, len(images), n_sessions, trials_per_session, n_shared, n_train)
-
-    root.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{root.name}.", dir=root.parent))
-    try:
-        expdesign_path(tmp).parent.mkdir(parents=True)
-        scipy.io.savemat(expdesign_path(tmp), {"masterordering": masterordering[None].astype(np.float64),
-                                               "subjectim": subjectim.astype(np.float64),
-                                               "sharedix": sharedix[None].astype(np.float64)})
-        stimuli_path(tmp).parent.mkdir(parents=True)
-        with h5py.File(stimuli_path(tmp), "w") as f:
-            f.create_dataset("imgBrick", data=images, chunks=(1, image_size, image_size, 3), compression="gzip")
-        (tmp / "mini").mkdir()
-        np.save(tmp / "mini" / "labels.npy", labels)
-        features = None
-        affine = np.diag([1.8, 1.8, 1.8, 1.0])
-        n_trials = n_sessions * trials_per_session
-        for subject in tqdm(SUBJECTS, desc="mini-NSD subjects", disable=not progress):
-            srng = np.random.default_rng([seed, subject])
-            mask = roi_volume(MINI_VOLUMES[subject], MINI_VOXELS[subject])
-            mask_path(tmp, subject).parent.mkdir(parents=True)
-            nib.save(nib.Nifti1Image(mask, affine), mask_path(tmp, subject))
-            seen = np.unique(subjectim[subject - 1] - 1)
-            if features is None: features = low_level_features(images)
-            model = _voxel_model(mask, srng, features.shape[-1], features.shape[1], 10)
-            signal = voxel_signal(model, features[seen], labels[seen])            # (n_seen, n_vox)
-            noise_sd = model["amplitude"] / (snr * np.exp(srng.normal(0, 0.3, len(model["amplitude"]))))
-            image_id = subjectim[subject - 1, masterordering[:n_trials] - 1] - 1
-            shared_noise = srng.normal(0, 1, (n_trials, 1))
-            noise = np.sqrt(0.9) * srng.normal(0, 1, (n_trials, signal.shape[1])) + np.sqrt(0.1) * shared_noise
-            betas = signal[np.searchsorted(seen, image_id)] + noise_sd * noise
-            trial_betas = np.clip(np.round(betas * BETA_SCALE), -32768, 32767).astype(np.int16)
-            in_brain = mask == 0
-            roi = mask > 0
-            for s in range(1, n_sessions + 1):
-                t = slice((s - 1) * trials_per_session, s * trials_per_session)
-                vol = np.zeros((*mask.shape, trials_per_session), np.int16)
-                vol[in_brain] = np.round(srng.normal(0, 2.0, (int(in_brain.sum()), trials_per_session)) * BETA_SCALE)
-                vol[roi] = trial_betas[t].T
-                write_betas(betas_path(tmp, subject, s, betas_format), vol, affine, betas_format)
-            np.savez(tmp / "mini" / f"truth_subj{subject:02d}.npz", trial_betas=trial_betas, trial_image_id=image_id,
-                     signal=signal, signal_ids=seen, noise_sd=noise_sd.astype(np.float32), semantic_share=model["share"])
-        (tmp / "mini" / "world.json").write_text(json.dumps(params, indent=1))
-        if root.exists(): shutil.rmtree(root)
-        os.replace(tmp, root)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return root
-
-# %% ../nbs/01_data.ipynb #1a0b2f6d
-def mini_world_params(root) -> dict | None:
-    "The parameters a mini world at `root` was generated with, or None when `root` holds none."
-    try: return json.loads((Path(root) / "mini" / "world.json").read_text())
-    except (OSError, ValueError): return None
-
-def ensure_mini_nsd(root, seed: int = 0, **params) -> Path:
-    "The mini world at `root`, generated first if it is missing or was made with other parameters."
-    want = dict(version=MINI_VERSION, seed=seed, **params)
-    have = mini_world_params(root)
-    if have is None or any(have.get(k) != v for k, v in want.items()):
-        log.info("generating the mini world in %s", root)
-        make_mini_nsd(root, seed, **params)
-    return Path(root)
-
-def ensure_world(cfg) -> Path:
-    "The NSD-format root a configuration names: the mini world, generated on first use, or a real NSD folder that must exist."
-    if cfg.world == "mini": return ensure_mini_nsd(cfg.nsd_path, cfg.mini_seed)
-    if not Path(cfg.nsd_path).is_dir(): raise FileNotFoundError(f"nsd_root {cfg.nsd_path} is not a folder")
-    return Path(cfg.nsd_path)
-
-def load_mini_truth(root, subject: int) -> dict:
-    "What the mini-world generator knows about `subject`: trial betas in design order, noise-free signal, ..."
-    path = Path(root) / "mini" / f"truth_subj{subject:02d}.npz"
-    if not path.is_file(): raise FileNotFoundError(f"{path}: no mini-world ground truth (is {root} a mini world?)")
-    with np.load(path) as z: return dict(z)
