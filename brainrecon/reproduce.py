@@ -13,13 +13,18 @@ import sys
 import time
 from pathlib import Path
 
-from .config import Config, find_project_root
+import nbformat
+import papermill as pm
+import yaml
+
+import brainrecon
+from .config import RUN_FOLDERS, Config, atomic_path, find_project_root
 
 log = logging.getLogger(__name__)
 
 # %% auto #0
-__all__ = ['log', 'experiment_notebooks', 'library_digest', 'notebook_digest', 'stage_graph', 'stage_key', 'run_experiment',
-           'reproduce']
+__all__ = ['log', 'experiment_notebooks', 'library_digest', 'notebook_digest', 'stage_specs', 'stage_graph', 'stage_products',
+           'stage_key', 'run_experiment', 'reproduce']
 
 # %% ../nbs/90_reproduce.ipynb #00b8725d
 def experiment_notebooks(root: Path | str | None = None) -> list[Path]:
@@ -33,7 +38,6 @@ def experiment_notebooks(root: Path | str | None = None) -> list[Path]:
 # %% ../nbs/90_reproduce.ipynb #da137b27
 def library_digest() -> str:
     "SHA-256 of the brainrecon package's Python sources (the code version every stage key includes)."
-    import brainrecon
     h = hashlib.sha256()
     for f in sorted(Path(brainrecon.__file__).parent.glob("*.py")):
         h.update(f.name.encode()); h.update(f.read_bytes())
@@ -41,23 +45,36 @@ def library_digest() -> str:
 
 def notebook_digest(notebook: Path) -> str:
     "SHA-256 of a notebook's cell types and sources (outputs and metadata do not count)."
-    import nbformat
     nb = nbformat.read(notebook, as_version=4)
     return hashlib.sha256(json.dumps([(c.cell_type, c.source) for c in nb.cells]).encode()).hexdigest()
 
-def stage_graph(root: Path | str | None = None) -> dict[str, list[str]]:
-    "Stage name -> the stages it reads from, from `nbs/experiments/stages.yaml`, checked against the notebooks."
-    import yaml
+def stage_specs(root: Path | str | None = None) -> dict[str, dict]:
+    """Stage name -> `{"upstream": [stages], "products": {"run": [RUN_FOLDERS keys], "figures": [files]}}`, from
+    `nbs/experiments/stages.yaml`, checked against the notebooks and the run's product names."""
     names = [p.stem for p in experiment_notebooks(root)]
     path = find_project_root(root) / "nbs" / "experiments" / "stages.yaml"
-    graph = yaml.safe_load(path.read_text()) if path.is_file() else {}
-    graph = {k: list(v or []) for k, v in (graph or {}).items()}
-    if sorted(graph) != sorted(names):
-        raise ValueError(f"{path} must list exactly the experiment notebooks {names}, lists {sorted(graph)}")
-    for name, deps in graph.items():
-        bad = [d for d in deps if d not in names or names.index(d) >= names.index(name)]
+    raw = (yaml.safe_load(path.read_text()) if path.is_file() else None) or {}
+    if sorted(raw) != sorted(names):
+        raise ValueError(f"{path} must list exactly the experiment notebooks {names}, lists {sorted(raw)}")
+    specs = {}
+    for name, spec in raw.items():
+        spec = spec or {}
+        upstream, products = list(spec.get("upstream") or []), dict(spec.get("products") or {})
+        bad = [d for d in upstream if d not in names or names.index(d) >= names.index(name)]
         if bad: raise ValueError(f"{path}: {name} reads from {bad}, which are not earlier stages")
-    return graph
+        unknown = [p for p in products.get("run", []) if p not in RUN_FOLDERS] + [k for k in products if k not in ("run", "figures")]
+        if unknown: raise ValueError(f"{path}: {name} declares unknown products {unknown} (run products: {sorted(RUN_FOLDERS)})")
+        if not products: raise ValueError(f"{path}: {name} declares no products")
+        specs[name] = dict(upstream=upstream, products={"run": list(products.get("run", [])), "figures": list(products.get("figures", []))})
+    return specs
+
+def stage_graph(root: Path | str | None = None) -> dict[str, list[str]]:
+    "Stage name -> the stages it reads from."
+    return {name: spec["upstream"] for name, spec in stage_specs(root).items()}
+
+def stage_products(config: Config, spec: dict) -> list[Path]:
+    "The paths a stage writes under `config`: its run products' folders and its figure files."
+    return [config.run_path(p) for p in spec["products"]["run"]] + [config.figures_dir / f for f in spec["products"]["figures"]]
 
 def stage_key(notebook: Path, parameters: dict, upstream: list[str], library: str) -> str:
     "The content hash that decides whether a stage must run again."
@@ -65,16 +82,14 @@ def stage_key(notebook: Path, parameters: dict, upstream: list[str], library: st
                       sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()
 
-def _files(folders, since: float | None = None) -> dict[str, int]:
-    "Files under `folders` (modified at or after `since`): absolute path -> size."
+def _product_files(paths: list[Path]) -> dict[str, int]:
+    "Every file of `paths` (a folder: the files under it): absolute path -> size."
     out = {}
-    for folder in folders:
-        for dirpath, _, files in os.walk(folder):
-            for f in files:
-                path = Path(dirpath) / f
-                try: st = path.stat()
-                except FileNotFoundError: continue
-                if since is None or st.st_mtime >= since: out[str(path)] = st.st_size
+    for path in paths:
+        files = [path] if path.is_file() else [Path(d) / f for d, _, fs in os.walk(path) for f in fs]
+        for f in files:
+            try: out[str(f)] = f.stat().st_size
+            except FileNotFoundError: continue
     return out
 
 def _up_to_date(record_path: Path, key: str) -> bool:
@@ -86,20 +101,18 @@ def _up_to_date(record_path: Path, key: str) -> bool:
 # %% ../nbs/90_reproduce.ipynb #c077e72b
 def run_experiment(notebook: Path, out: Path, config: Config, progress: bool = True, **parameters) -> Path:
     "Execute one experiment `notebook` with `config` (and stage `parameters`) into `out`; return `out`."
-    import papermill as pm
-    out.parent.mkdir(parents=True, exist_ok=True)
     env_path = os.environ.get("PATH", "")
     os.environ["PATH"] = str(Path(sys.executable).parent) + os.pathsep + env_path
-    tmp = out.with_name(f".{out.stem}.running.ipynb")
     try:
-        pm.execute_notebook(notebook, tmp, parameters={"config": config.to_dict(), **parameters},
-                            kernel_name="python3", cwd=str(notebook.parent), progress_bar=progress)
-        os.replace(tmp, out)
-    except pm.PapermillExecutionError as e:
-        failed = out.with_name(out.stem + ".failed.ipynb")
-        os.replace(tmp, failed)
-        raise RuntimeError(f"{notebook.name} failed in cell {e.exec_count}: {e.ename}: {e.evalue}\n"
-                           f"the executed notebook is kept at {failed}") from None
+        with atomic_path(out) as tmp:
+            try:
+                pm.execute_notebook(notebook, tmp, parameters={"config": config.to_dict(), **parameters},
+                                    kernel_name="python3", cwd=str(notebook.parent), progress_bar=progress)
+            except pm.PapermillExecutionError as e:
+                failed = out.with_name(out.stem + ".failed.ipynb")
+                os.replace(tmp, failed)
+                raise RuntimeError(f"{notebook.name} failed in cell {e.exec_count}: {e.ename}: {e.evalue}\n"
+                                   f"the executed notebook is kept at {failed}") from None
     finally:
         os.environ["PATH"] = env_path
     return out
@@ -110,17 +123,16 @@ def reproduce(config: Config, only: list[str] | None = None, progress: bool = Tr
 
     `parameters` go to every notebook that declares them in its `parameters` cell (e.g. `steps`). `force`: run even
     up-to-date stages. Returns one dict per stage considered: name, status ("ran" or "skipped"), seconds, notebook."""
-    import papermill as pm
     notebooks = {p.stem: p for p in experiment_notebooks()}
-    graph, library = stage_graph(), library_digest()
-    folder = config.run_dir / "notebooks"
+    specs, library = stage_specs(), library_digest()
+    folder = config.run_path("notebooks")
     keys, done = {}, []
     selected = [n for n in notebooks if not only or any(o in n for o in only)]
     if not selected: raise ValueError(f"no experiment notebook matches {only}")
     for name, nb in notebooks.items():
         declared = set(pm.inspect_notebook(str(nb)))
         stage = {k: v for k, v in (parameters or {}).items() if k in declared}
-        keys[name] = stage_key(nb, {"config": config.to_dict(), **stage}, [keys[d] for d in graph[name]], library)
+        keys[name] = stage_key(nb, {"config": config.to_dict(), **stage}, [keys[d] for d in specs[name]["upstream"]], library)
         if name not in selected: continue
         record = folder / f"{name}.stage.json"
         out = folder / nb.name
@@ -130,15 +142,15 @@ def reproduce(config: Config, only: list[str] | None = None, progress: bool = Tr
             continue
         log.info("%s: running %s", name, stage or "")
         record.unlink(missing_ok=True)
-        t0, wall = time.perf_counter(), time.time() - 1
+        t0 = time.perf_counter()
         run_experiment(nb, out, config, progress=progress, **stage)
         seconds = time.perf_counter() - t0
-        written = _files([config.run_dir, config.figures_dir, config.data_dir], since=wall)
-        written = {f: n for f, n in written.items() if Path(f).parent != folder}
-        folder.mkdir(parents=True, exist_ok=True)
-        tmp = record.with_suffix(".tmp")
-        tmp.write_text(json.dumps(dict(key=keys[name], parameters=stage, seconds=round(seconds, 1), outputs=written), indent=1))
-        os.replace(tmp, record)
+        products = stage_products(config, specs[name])
+        missing = [str(p) for p in products if not p.exists()]
+        if missing: raise RuntimeError(f"{name} ran but did not write its declared products {missing} (stages.yaml)")
+        written = _product_files(products)
+        with atomic_path(record) as tmp:
+            tmp.write_text(json.dumps(dict(key=keys[name], parameters=stage, seconds=round(seconds, 1), outputs=written), indent=1))
         log.info("%s: done in %.1f s", name, seconds)
         done.append(dict(name=name, status="ran", seconds=seconds, notebook=out))
     return done
