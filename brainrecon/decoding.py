@@ -17,14 +17,15 @@ from diffusers import (AutoencoderKL, DDIMScheduler, DPMSolverMultistepScheduler
 from tqdm.auto import tqdm
 
 from .embeddings import (IP_ADAPTER_WEIGHT, MissingWeights, TokenEncoder, encoder_from_folder,
-                                   ip_attention_keys, resampler_to_ip_adapter_keys, tiny_encoder_modules, weights_folder)
+                                   ip_attention_keys, registered, resampler_to_ip_adapter_keys, tiny_encoder_modules,
+                                   weights_folder)
 
 log = logging.getLogger(__name__)
 
 # %% auto #0
-__all__ = ['log', 'SD15_SCHEDULE', 'SCHEDULERS', 'DECODERS', 'make_scheduler', 'Decoder', 'attach_ip_adapter', 'TokenPipeline',
-           'token_pipeline', 'pipeline_for_call', 'tiny_components', 'tiny_ip_adapter', 'tiny_decoder', 'sd15_decoder',
-           'register_decoder', 'load_decoder', 'reconstruct']
+__all__ = ['log', 'SD15_SCHEDULE', 'SCHEDULERS', 'DECODERS', 'DECODER_MODULES', 'make_scheduler', 'Decoder', 'attach_ip_adapter',
+           'TokenPipeline', 'token_pipeline', 'pipeline_for_call', 'tiny_components', 'tiny_ip_adapter', 'tiny_decoder',
+           'sd15_decoder', 'register_decoder', 'load_decoder', 'reconstruct']
 
 # %% ../nbs/04_decoding.ipynb #b5ec6943
 SD15_SCHEDULE = dict(num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
@@ -135,6 +136,7 @@ def sd15_decoder(models_root: Path | str | None = None, device: str = "cpu", dty
                    spec="sd15", device=device, dtype=dtype)
 
 DECODERS: dict[str, Callable[..., Decoder]] = {}   # spec -> builder(device=, dtype=, models_root=)
+DECODER_MODULES = {"mini": "brainrecon.mini"}      # specs a later chapter registers -> its module
 
 def register_decoder(spec: str):
     "Decorator: `load_decoder(spec)` builds the decoder with the decorated `builder(device, dtype, models_root)`."
@@ -154,10 +156,10 @@ def load_decoder(spec: str | Path = "tiny", device: str = "cpu", dtype: torch.dt
     """The decoder named by `spec`: a name in `DECODERS`, or a path (a models_root holding the three weight folders).
     fp16 on CUDA, fp32 on CPU."""
     dtype = dtype or (torch.float16 if str(device).startswith("cuda") else torch.float32)
-    if str(spec) in DECODERS: return DECODERS[str(spec)](device=device, dtype=dtype, models_root=models_root)
+    builder = registered(DECODERS, str(spec), DECODER_MODULES)
+    if builder is not None: return builder(device=device, dtype=dtype, models_root=models_root)
     if Path(spec).is_dir(): return sd15_decoder(spec, device, dtype)
-    raise ValueError(f"decoder spec must be one of {sorted(DECODERS)} ('mini' registers with `import brainrecon.mini`) "
-                     f"or a folder, got {spec!r}")
+    raise ValueError(f"decoder spec must be one of {sorted({*DECODERS, *DECODER_MODULES})} or a folder, got {spec!r}")
 
 # %% ../nbs/04_decoding.ipynb #846bc498
 def reconstruct(decoder: Decoder, tokens, uncond=None, *, steps: int = 100, scheduler: str = "ddim",

@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import hashlib
+import importlib
 import json
 import logging
 import time
@@ -25,16 +26,17 @@ from torchvision.transforms import functional as TF
 from tqdm.auto import tqdm
 from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
 
-from .config import atomic_path
-from .data import load_stimuli, stimuli_path
+from .config import Config, atomic_path, resolve_device, subject_folder
+from .data import PreparedSubject, load_stimuli, stimuli_path
 
 log = logging.getLogger(__name__)
 
 # %% auto #0
-__all__ = ['log', 'WEIGHTS', 'IP_ADAPTER_WEIGHT', 'TINY', 'ENCODERS', 'MissingWeights', 'weights_folder', 'check_weights',
-           'TokenEncoder', 'projection_from_ip_adapter', 'read_ip_adapter', 'encoder_from_folder',
+__all__ = ['log', 'WEIGHTS', 'IP_ADAPTER_WEIGHT', 'TINY', 'ENCODERS', 'ENCODER_MODULES', 'MissingWeights', 'weights_folder',
+           'check_weights', 'TokenEncoder', 'projection_from_ip_adapter', 'read_ip_adapter', 'encoder_from_folder',
            'tiny_encoder_modules', 'tiny_encoder', 'resampler_to_ip_adapter_keys', 'ip_attention_keys',
-           'write_ip_adapter_folder', 'register_encoder', 'load_encoder', 'extract_tokens', 'stimulus_tokens']
+           'write_ip_adapter_folder', 'registered', 'register_encoder', 'load_encoder', 'extract_tokens',
+           'stimulus_tokens', 'subject_tokens']
 
 # %% ../nbs/03_embeddings.ipynb #f6752c06
 WEIGHTS = {   # role -> (Hugging Face repository, local folder name, files that must exist, in diffusers/HF layout)
@@ -238,6 +240,12 @@ def write_ip_adapter_folder(folder: Path | str, image_encoder, projection, ip_at
 
 # %% ../nbs/03_embeddings.ipynb #c049952a
 ENCODERS: dict[str, Callable[..., TokenEncoder]] = {}   # spec -> builder(device=, dtype=, models_root=)
+ENCODER_MODULES = {"mini": "brainrecon.mini"}          # specs a later chapter registers -> its module
+
+def registered(registry: dict, name: str, modules: dict[str, str]) -> Callable | None:
+    "`registry[name]`, importing the module that registers `name` (`modules[name]`) on first use; None if unknown."
+    if name not in registry and name in modules: importlib.import_module(modules[name])
+    return registry.get(name)
 
 def register_encoder(spec: str):
     "Decorator: `load_encoder(spec)` builds the encoder with the decorated `builder(device, dtype, models_root)`."
@@ -258,11 +266,12 @@ def load_encoder(spec: str | Path = "tiny", device: str = "cpu", dtype: torch.dt
     """The token encoder named by `spec`: a name in `ENCODERS`, or a folder in the `h94/IP-Adapter` layout.
     fp16 on CUDA and fp32 on the CPU unless `dtype` says otherwise."""
     dtype = dtype or (torch.float16 if str(device).startswith("cuda") else torch.float32)
-    if str(spec) in ENCODERS: return ENCODERS[str(spec)](device=device, dtype=dtype, models_root=models_root)
+    builder = registered(ENCODERS, str(spec), ENCODER_MODULES)
+    if builder is not None: return builder(device=device, dtype=dtype, models_root=models_root)
     folder = Path(spec)
     if not folder.is_dir():
-        raise MissingWeights(f"encoder spec {spec!r}: not a registered encoder ({', '.join(sorted(ENCODERS))}; 'mini' "
-                             f"registers with `import brainrecon.mini`) and {folder} is not a folder")
+        raise MissingWeights(f"encoder spec {spec!r}: not a registered encoder ({', '.join(sorted({*ENCODERS, *ENCODER_MODULES}))}) "
+                             f"and {folder} is not a folder")
     return encoder_from_folder(folder, device, dtype)
 
 # %% ../nbs/03_embeddings.ipynb #56e3d07a
@@ -301,3 +310,15 @@ def stimulus_tokens(nsd_root, ids: np.ndarray, encoder: TokenEncoder, out_path: 
     manifest.update(uncond=uncond.tolist(), created=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
     with atomic_path(meta) as tmp: tmp.write_text(json.dumps(manifest))
     return tokens, uncond
+
+# %% ../nbs/03_embeddings.ipynb #91174258
+def subject_tokens(cfg: Config, prep: PreparedSubject, encoder: TokenEncoder | None = None,
+                   progress: bool = True) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Target tokens of `prep`'s train and test images `(n, tokens, width)` float32 and the uncond tokens, cached in
+    the run's `tokens` folder. `encoder` defaults to the one `cfg` names (`cfg.encoder_spec`)."""
+    encoder = encoder or load_encoder(cfg.encoder_spec, device=resolve_device(cfg.device), models_root=cfg.models_root)
+    name = subject_folder(prep.subject)
+    train, uncond = stimulus_tokens(cfg.nsd_path, prep.train_ids, encoder, cfg.run_path("tokens", f"{name}_train.npy"),
+                                    progress=progress)
+    test, _ = stimulus_tokens(cfg.nsd_path, prep.test_ids, encoder, cfg.run_path("tokens", f"{name}_test.npy"), progress=progress)
+    return train, test, uncond

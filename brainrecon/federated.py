@@ -6,21 +6,35 @@
 from __future__ import annotations
 
 import copy
+import hashlib
+import importlib.util
 import json
 import logging
 import os
+import shutil
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import torch
 import torch.nn.functional as F
+from fastcore.basics import patch
+from safetensors.torch import load_file, save_file
 from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, MessageType, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 from flwr.serverapp import Grid, ServerApp
 from flwr.serverapp.strategy import FedAvg
+from flwr.simulation import run_simulation
+from flwr.supercore.inflatable.inflatable_object import get_all_nested_objects
 from torch import nn
 from tqdm.auto import tqdm
+
+from .config import Config, atomic_path, find_project_root, load_config, resolve_device, subject_folder
+from .data import prepare_subject, voxel_statistics, zscore_with
+from .embeddings import load_encoder, subject_tokens
+from .metrics import two_way_identification
+from .mini_world import ensure_world
 
 log = logging.getLogger(__name__)
 
@@ -65,9 +79,8 @@ MINI_BG = dict(hidden=256, projector_hidden=256, rounds=30, lr=1e-3, ema_decay=0
 
 def bg_config(cfg, **overrides) -> BGConfig:
     "The BG settings for a brainrecon `Config`: real-NSD sizes with real weights, mini sizes (`MINI_BG`) in the mini world."
-    if cfg.models_root is None:
-        from brainrecon.mini import load_mini_encoder
-        base = dict(MINI_BG, token_shape=load_mini_encoder().token_shape)
+    if cfg.models == "mini":
+        base = dict(MINI_BG, token_shape=load_encoder(cfg.encoder_spec).token_shape)
     else:
         base = {}
     return BGConfig(**{**base, **overrides})
@@ -177,20 +190,12 @@ def ala_mix(model: BGModel, global_state: dict, weights: dict | None, x: torch.T
         model.backbone.load_state_dict(mixed(weights))
     return {k: w.detach() for k, w in weights.items()}
 
-# %% ../nbs/05_federated.ipynb #7a7593e8
-def _atomic_torch_save(obj, path: Path):
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
-
+# %% ../nbs/05_federated.ipynb #3021abcd
 def _no_decay(name: str, p: torch.Tensor) -> bool: return p.ndim == 1
 
 class SubjectSite:
     "One subject's client: its voxels, private input layer, local backbone and training state, kept in `folder`."
     def __init__(self, cfg, subject: int, bg: BGConfig, folder: Path | str, device: str = "cpu", progress: bool = False):
-        from brainrecon.data import prepare_subject
-        from brainrecon.data import voxel_statistics
-        from brainrecon.regression import subject_tokens
         self.cfg, self.subject, self.bg, self.device = cfg, subject, bg, device
         self.folder = Path(folder); self.folder.mkdir(parents=True, exist_ok=True)
         self.prep = prepare_subject(cfg.nsd_path, subject, cfg.sessions, out_dir=cfg.prepared_dir(subject), progress=progress)
@@ -225,122 +230,132 @@ class SubjectSite:
 
     def _tensor(self, fmri: np.ndarray) -> torch.Tensor:
         "Raw voxels -> z-scored float32 tensor on the site's device."
-        from brainrecon.data import zscore_with
         return torch.as_tensor(zscore_with(fmri, self.voxel_mean, self.voxel_std)).to(self.device)
 
     @property
     def n_train(self) -> int: return len(self.train_rows)
 
-    def _state(self) -> dict:
-        return dict(model=self.model.state_dict(), ema=self.ema.state_dict(), opt=self.opt.state_dict(),
-                    sched=self.sched.state_dict(), ala_weights=self.ala_weights, step=self.step, round=self.round,
-                    best_similarity=self.best_similarity, best_round=self.best_round, history=self.history,
-                    upload=self.upload, rng=self.rng.bit_generator.state, gen=self.gen.get_state(), bg=asdict(self.bg),
-                    n_voxels=self.prep.n_voxels)
 
-    def _load(self):
-        s = torch.load(self.state_path, map_location=self.device, weights_only=False)
-        if s["bg"] != asdict(self.bg):
-            raise ValueError(f"{self.state_path} was written with other BG settings; use a new output folder or the same settings\n"
-                             f"saved: {s['bg']}\nnow:   {asdict(self.bg)}")
-        if s["n_voxels"] != self.prep.n_voxels:
-            raise ValueError(f"{self.state_path}: {s['n_voxels']} voxels saved, subject {self.subject} has {self.prep.n_voxels}")
-        self.model.load_state_dict(s["model"]); self.ema.load_state_dict(s["ema"])
-        self.opt.load_state_dict(s["opt"]); self.sched.load_state_dict(s["sched"])
-        for k in ("ala_weights", "step", "round", "best_similarity", "best_round", "history", "upload"): setattr(self, k, s[k])
-        self.rng.bit_generator.state = s["rng"]; self.gen.set_state(s["gen"])
+# %% ../nbs/05_federated.ipynb #8ee4c54a
+@patch
+def _state(self: SubjectSite) -> dict:
+    return dict(model=self.model.state_dict(), ema=self.ema.state_dict(), opt=self.opt.state_dict(),
+                sched=self.sched.state_dict(), ala_weights=self.ala_weights, step=self.step, round=self.round,
+                best_similarity=self.best_similarity, best_round=self.best_round, history=self.history,
+                upload=self.upload, rng=self.rng.bit_generator.state, gen=self.gen.get_state(), bg=asdict(self.bg),
+                n_voxels=self.prep.n_voxels)
 
-    def state_digest(self) -> str:
-        "A hash of every tensor of the site's state (model, EMA, optimiser moments, mixing weights)."
-        import hashlib
-        h = hashlib.sha256()
-        tensors = [*self.model.state_dict().values(), *self.ema.state_dict().values(),
-                   *[v for st in self.opt.state_dict()["state"].values() for v in st.values() if torch.is_tensor(v)],
-                   *(self.ala_weights or {}).values()]
-        for t in tensors: h.update(t.detach().cpu().contiguous().numpy().tobytes())
-        return h.hexdigest()[:16]
+@patch
+def _load(self: SubjectSite):
+    s = torch.load(self.state_path, map_location=self.device, weights_only=False)
+    if s["bg"] != asdict(self.bg):
+        raise ValueError(f"{self.state_path} was written with other BG settings; use a new output folder or the same settings\n"
+                         f"saved: {s['bg']}\nnow:   {asdict(self.bg)}")
+    if s["n_voxels"] != self.prep.n_voxels:
+        raise ValueError(f"{self.state_path}: {s['n_voxels']} voxels saved, subject {self.subject} has {self.prep.n_voxels}")
+    self.model.load_state_dict(s["model"]); self.ema.load_state_dict(s["ema"])
+    self.opt.load_state_dict(s["opt"]); self.sched.load_state_dict(s["sched"])
+    for k in ("ala_weights", "step", "round", "best_similarity", "best_round", "history", "upload"): setattr(self, k, s[k])
+    self.rng.bit_generator.state = s["rng"]; self.gen.set_state(s["gen"])
 
-    def validation_similarity(self, model: nn.Module | None = None) -> float:
-        "Mean cosine similarity of predicted and true flattened tokens over the validation images (repeats averaged)."
-        model = model or self.model
-        was = model.training; model.eval()
-        with torch.no_grad():
-            pred = model(self.x_val).flatten(1).cpu()
-        model.train(was)
-        return float(F.cosine_similarity(pred, self.y_train[self.val_rows].flatten(1), dim=-1).mean())
+@patch
+def state_digest(self: SubjectSite) -> str:
+    "A hash of every tensor of the site's state (model, EMA, optimiser moments, mixing weights)."
+    h = hashlib.sha256()
+    tensors = [*self.model.state_dict().values(), *self.ema.state_dict().values(),
+               *[v for st in self.opt.state_dict()["state"].values() for v in st.values() if torch.is_tensor(v)],
+               *(self.ala_weights or {}).values()]
+    for t in tensors: h.update(t.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()[:16]
 
-    def _ema_update(self):
-        d = min(self.bg.ema_decay, (1 + self.step) / (10 + self.step))
-        with torch.no_grad():
-            for e, p in zip(self.ema.parameters(), self.model.backbone.parameters()): e.lerp_(p, 1 - d)
 
-    def train_round(self, round_: int, global_state: dict) -> tuple[dict, dict]:
-        "Receive the global backbone, train one round, save; the EMA backbone `{name: array}` to upload and the metrics."
-        if round_ <= self.round:
-            if round_ == self.round and self.upload is not None:
-                log.info("subject %d: round %d was done before a restart; answering with the saved upload", self.subject, round_)
-                return self.upload, self.history[-1]
-            raise RuntimeError(f"subject {self.subject}: asked for round {round_}, but this site has done {self.round} rounds")
-        if round_ != self.round + 1:
-            raise RuntimeError(f"subject {self.subject}: asked for round {round_} after round {self.round}")
-        if round_ > self.bg.rounds: raise ValueError(f"round {round_} is beyond the {self.bg.rounds} rounds the schedule spans")
-        # the voxels of this round: one randomly chosen repeat per training image
-        repeats = self.prep.sample_repeats("train", self.rng)
-        train_x, train_y = self._tensor(repeats[self.train_rows]), self.y_train[self.train_rows].to(self.device)
-        if round_ == 1:   # the initial global model: taken as is (local and global are equal in kind)
-            self.model.backbone.load_state_dict({k: torch.as_tensor(np.asarray(v)) for k, v in global_state.items()})
-            self.ema.load_state_dict(self.model.backbone.state_dict())
-        else:
-            epochs = self.bg.ala_first_epochs if self.ala_weights is None else 1
-            self.ala_weights = ala_mix(self.model, global_state, self.ala_weights, train_x, train_y, self.bg, epochs, self.gen)
-        self.model.train()
-        losses = []
-        for _ in range(self.bg.local_epochs):
-            order = torch.randperm(len(train_x), generator=self.gen)
-            for a in range(0, len(order), self.bg.batch_size):
-                idx = order[a:a + self.bg.batch_size]
-                if len(idx) < 2: continue
-                loss = bg_loss(self.model(train_x[idx]), train_y[idx], self.bg.mse_weight, self.bg.tau)
-                self.opt.zero_grad(); loss.backward(); self.opt.step(); self.sched.step()
-                self.step += 1
-                self._ema_update()
-                losses.append(loss.item())
-        similarity = self.validation_similarity()
-        self.round = round_
-        metrics = dict(subject=self.subject, round=round_, train_loss=float(np.mean(losses)), val_similarity=similarity,
-                       num_examples=self.n_train)
-        if similarity > self.best_similarity:
-            self.best_similarity, self.best_round = similarity, round_
-            self._save_personalised()
-        self.history.append(metrics)
-        self.upload = {k: v.detach().cpu().numpy() for k, v in self.ema.state_dict().items()}
-        _atomic_torch_save(self._state(), self.state_path)
-        return self.upload, metrics
+# %% ../nbs/05_federated.ipynb #841ac2e0
+@patch
+def validation_similarity(self: SubjectSite, model: nn.Module | None = None) -> float:
+    "Mean cosine similarity of predicted and true flattened tokens over the validation images (repeats averaged)."
+    model = model or self.model
+    was = model.training; model.eval()
+    with torch.no_grad():
+        pred = model(self.x_val).flatten(1).cpu()
+    model.train(was)
+    return float(F.cosine_similarity(pred, self.y_train[self.val_rows].flatten(1), dim=-1).mean())
 
-    def _save_personalised(self):
-        from safetensors.torch import save_file
-        tensors = {k: v.detach().cpu().contiguous() for k, v in self.model.state_dict().items()}
-        tensors.update(voxel_mean=torch.as_tensor(self.voxel_mean), voxel_std=torch.as_tensor(self.voxel_std))
-        tmp = self.folder / "model.tmp.safetensors"
-        save_file(tensors, tmp); os.replace(tmp, self.folder / "model.safetensors")
-        meta = dict(subject=self.subject, n_voxels=self.prep.n_voxels, token_shape=list(self.bg.token_shape), bg=asdict(self.bg),
-                    round=self.round, val_similarity=self.best_similarity)
-        (self.folder / "model.json").write_text(json.dumps(meta, indent=1))
+@patch
+def _ema_update(self: SubjectSite):
+    d = min(self.bg.ema_decay, (1 + self.step) / (10 + self.step))
+    with torch.no_grad():
+        for e, p in zip(self.ema.parameters(), self.model.backbone.parameters()): e.lerp_(p, 1 - d)
 
-    def evaluate(self) -> dict:
-        "Test-set predictions of the personalised model, written beside it as ridge writes its own; the summary."
-        from brainrecon.metrics import two_way_identification
-        pred = predict(self.subject, self.prep.test_fmri, self.folder.parent, device=self.device)
-        np.save(self.folder / "test_pred.npy", pred)
-        np.save(self.folder / "test_ids.npy", self.prep.test_ids)
-        flat, true = pred.reshape(len(pred), -1), self.y_test.reshape(len(self.y_test), -1)
-        summary = dict(subject=self.subject, pipeline="BG", n_train=self.n_train, n_val=len(self.val_rows),
-                       n_test=len(pred), n_voxels=self.prep.n_voxels, best_round=self.best_round,
-                       val_similarity=self.best_similarity, rounds_done=self.round,
-                       token_identification=two_way_identification(true, flat),
-                       test_similarity=float(F.cosine_similarity(torch.as_tensor(flat), torch.as_tensor(true), dim=-1).mean()))
-        (self.folder / "summary.json").write_text(json.dumps(summary, indent=1))
-        return summary
+@patch
+def train_round(self: SubjectSite, round_: int, global_state: dict) -> tuple[dict, dict]:
+    "Receive the global backbone, train one round, save; the EMA backbone `{name: array}` to upload and the metrics."
+    if round_ <= self.round:
+        if round_ == self.round and self.upload is not None:
+            log.info("subject %d: round %d was done before a restart; answering with the saved upload", self.subject, round_)
+            return self.upload, self.history[-1]
+        raise RuntimeError(f"subject {self.subject}: asked for round {round_}, but this site has done {self.round} rounds")
+    if round_ != self.round + 1:
+        raise RuntimeError(f"subject {self.subject}: asked for round {round_} after round {self.round}")
+    if round_ > self.bg.rounds: raise ValueError(f"round {round_} is beyond the {self.bg.rounds} rounds the schedule spans")
+    # the voxels of this round: one randomly chosen repeat per training image
+    repeats = self.prep.sample_repeats("train", self.rng)
+    train_x, train_y = self._tensor(repeats[self.train_rows]), self.y_train[self.train_rows].to(self.device)
+    if round_ == 1:   # the initial global model: taken as is (local and global are equal in kind)
+        self.model.backbone.load_state_dict({k: torch.as_tensor(np.asarray(v)) for k, v in global_state.items()})
+        self.ema.load_state_dict(self.model.backbone.state_dict())
+    else:
+        epochs = self.bg.ala_first_epochs if self.ala_weights is None else 1
+        self.ala_weights = ala_mix(self.model, global_state, self.ala_weights, train_x, train_y, self.bg, epochs, self.gen)
+    self.model.train()
+    losses = []
+    for _ in range(self.bg.local_epochs):
+        order = torch.randperm(len(train_x), generator=self.gen)
+        for a in range(0, len(order), self.bg.batch_size):
+            idx = order[a:a + self.bg.batch_size]
+            if len(idx) < 2: continue
+            loss = bg_loss(self.model(train_x[idx]), train_y[idx], self.bg.mse_weight, self.bg.tau)
+            self.opt.zero_grad(); loss.backward(); self.opt.step(); self.sched.step()
+            self.step += 1
+            self._ema_update()
+            losses.append(loss.item())
+    similarity = self.validation_similarity()
+    self.round = round_
+    metrics = dict(subject=self.subject, round=round_, train_loss=float(np.mean(losses)), val_similarity=similarity,
+                   num_examples=self.n_train)
+    if similarity > self.best_similarity:
+        self.best_similarity, self.best_round = similarity, round_
+        self._save_personalised()
+    self.history.append(metrics)
+    self.upload = {k: v.detach().cpu().numpy() for k, v in self.ema.state_dict().items()}
+    with atomic_path(self.state_path) as tmp: torch.save(self._state(), tmp)
+    return self.upload, metrics
+
+
+# %% ../nbs/05_federated.ipynb #5fedb349
+@patch
+def _save_personalised(self: SubjectSite):
+    tensors = {k: v.detach().cpu().contiguous() for k, v in self.model.state_dict().items()}
+    tensors.update(voxel_mean=torch.as_tensor(self.voxel_mean), voxel_std=torch.as_tensor(self.voxel_std))
+    with atomic_path(self.folder / "model.safetensors") as tmp: save_file(tensors, tmp)
+    meta = dict(subject=self.subject, n_voxels=self.prep.n_voxels, token_shape=list(self.bg.token_shape), bg=asdict(self.bg),
+                round=self.round, val_similarity=self.best_similarity)
+    with atomic_path(self.folder / "model.json") as tmp: tmp.write_text(json.dumps(meta, indent=1))
+
+@patch
+def evaluate(self: SubjectSite) -> dict:
+    "Test-set predictions of the personalised model, written beside it as ridge writes its own; the summary."
+    pred = predict(self.folder, self.prep.test_fmri, device=self.device)
+    np.save(self.folder / "test_pred.npy", pred)
+    np.save(self.folder / "test_ids.npy", self.prep.test_ids)
+    flat, true = pred.reshape(len(pred), -1), self.y_test.reshape(len(self.y_test), -1)
+    summary = dict(subject=self.subject, pipeline="BG", n_train=self.n_train, n_val=len(self.val_rows),
+                   n_test=len(pred), n_voxels=self.prep.n_voxels, best_round=self.best_round,
+                   val_similarity=self.best_similarity, rounds_done=self.round,
+                   token_identification=two_way_identification(true, flat),
+                   test_similarity=float(F.cosine_similarity(torch.as_tensor(flat), torch.as_tensor(true), dim=-1).mean()))
+    with atomic_path(self.folder / "summary.json") as tmp: tmp.write_text(json.dumps(summary, indent=1))
+    return summary
+
 
 # %% ../nbs/05_federated.ipynb #6615f1be
 class PrivacyError(RuntimeError): "A site sent something other than the shared backbone."
@@ -355,7 +370,6 @@ def check_backbone_only(keys, backbone_keys, where: str = "") -> None:
 # %% ../nbs/05_federated.ipynb #7a91b088
 def load_personalised(folder: Path | str, device: str = "cpu") -> tuple[BGModel, dict, dict]:
     "A subject's personalised model (eval mode), its JSON facts and its voxel statistics, from `folder` (`out/subjXX`)."
-    from safetensors.torch import load_file
     folder = Path(folder)
     for f in (folder / "model.json", folder / "model.safetensors"):
         if not f.is_file(): raise FileNotFoundError(f"BG model: {f} is missing (run `brainrecon federate` first)")
@@ -366,14 +380,13 @@ def load_personalised(folder: Path | str, device: str = "cpu") -> tuple[BGModel,
     model.load_state_dict(tensors)
     return model.eval(), meta, stats
 
-def predict(subject: int, fmri: np.ndarray, out: Path | str, device: str = "cpu", batch_size: int = 256) -> np.ndarray:
-    "Tokens `(n, *token_shape)` float32 from raw voxels `(n, V)` (or one `(V,)`) with subject's BG model in `out`."
-    model, meta, stats = load_personalised(Path(out) / f"subj{subject:02d}", device)
+def predict(model_dir: Path | str, fmri: np.ndarray, device: str = "cpu", batch_size: int = 256) -> np.ndarray:
+    "Tokens `(n, *token_shape)` float32 from raw voxels `(n, V)` (or one `(V,)`) with the BG model in `model_dir` (`out/subjXX`)."
+    model, meta, stats = load_personalised(model_dir, device)
     fmri = np.asarray(fmri)
     if fmri.ndim == 1: fmri = fmri[None]
     if fmri.ndim != 2 or fmri.shape[1] != meta["n_voxels"]:
-        raise ValueError(f"expected voxels (n, {meta['n_voxels']}) for subject {subject}'s BG model, got {fmri.shape}")
-    from brainrecon.data import zscore_with
+        raise ValueError(f"expected voxels (n, {meta['n_voxels']}) for subject {meta['subject']}'s BG model, got {fmri.shape}")
     x = zscore_with(fmri, stats["voxel_mean"], stats["voxel_std"])
     with torch.no_grad():
         return np.concatenate([model(torch.as_tensor(x[a:a + batch_size], device=device)).cpu().numpy()
@@ -385,7 +398,6 @@ ROUND_COLUMNS = ["round", "subject", "bytes_sent", "bytes_received", "train_loss
 def wire_bytes(obj) -> int:
     """Bytes of a Flower `Message` or record as Flower puts it on the wire: the sum of its serialised ("deflated")
     objects (message, record dict, records, arrays, array chunks of at most 5 MiB), what Flower 1.42 pushes and pulls."""
-    from flwr.supercore.inflatable.inflatable_object import get_all_nested_objects
     return sum(len(o.deflate()) for o in get_all_nested_objects(obj).values())
 
 def arrays_wire_bytes(arrays: dict) -> int:
@@ -394,24 +406,20 @@ def arrays_wire_bytes(arrays: dict) -> int:
 
 def federation_settings(cfg, bg: BGConfig, out: Path | str) -> dict:
     "The JSON-able settings the server sends every site (and keeps, to refuse resuming a run under other settings or code)."
-    import hashlib
-    import brainrecon.federated as module
-    from brainrecon.config import find_project_root
-    code = hashlib.sha256(Path(module.__file__).read_bytes()).hexdigest()[:16]   # a run resumes only under the same code
+    source = Path(importlib.util.find_spec("brainrecon.federated").origin)
+    code = hashlib.sha256(source.read_bytes()).hexdigest()[:16]   # a run resumes only under the same code
     return dict(config=cfg.to_dict(), root=str(find_project_root()), subjects=[int(s) for s in cfg.subjects],
                 bg=asdict(bg), out=str(Path(out).resolve()), code=code)
 
 def _site(context: Context, settings: dict) -> SubjectSite:
     "The site this client process is: subject, configuration and folder from the node config, else from the settings."
-    from brainrecon.config import load_config, resolve_device
-    from brainrecon.data import ensure_world
     node = context.node_config
     if "config" in node: cfg = load_config(str(node["config"]) or None)
     else: cfg = load_config(root=settings["root"], **settings["config"])
     ensure_world(cfg)
     subject = int(node["subject"]) if "subject" in node else settings["subjects"][int(node["partition-id"])]
     out = Path(str(node.get("out", settings["out"])))
-    return SubjectSite(cfg, subject, BGConfig(**settings["bg"]), out / f"subj{subject:02d}", device=resolve_device(cfg.device))
+    return SubjectSite(cfg, subject, BGConfig(**settings["bg"]), out / subject_folder(subject), device=resolve_device(cfg.device))
 
 client_app = ClientApp()
 
@@ -460,10 +468,7 @@ def load_server_state(out: Path | str) -> dict | None:
     return torch.load(path, weights_only=False) if path.is_file() else None
 
 def _write_rounds(out: Path, rows: list[dict]):
-    import pandas as pd
-    tmp = out / "rounds.csv.tmp"
-    pd.DataFrame(rows, columns=ROUND_COLUMNS).to_csv(tmp, index=False)
-    os.replace(tmp, out / "rounds.csv")
+    with atomic_path(out / "rounds.csv") as tmp: pd.DataFrame(rows, columns=ROUND_COLUMNS).to_csv(tmp, index=False)
 
 def serve_rounds(grid: Grid, settings: dict, progress: bool = True) -> dict:
     "The server: run (or resume) the federation of `settings` on `grid`; then collect every site's test summary."
@@ -497,7 +502,7 @@ def serve_rounds(grid: Grid, settings: dict, progress: bool = True) -> dict:
         agg, _ = strategy.aggregate_train(r, replies)
         state["arrays"] = {k: v.numpy() for k, v in agg.items()}
         state["round"], state["rows"] = r, state["rows"] + sorted(rows, key=lambda d: d["subject"])
-        _atomic_torch_save(state, out / "server.pt")
+        with atomic_path(out / "server.pt") as tmp: torch.save(state, tmp)
         _write_rounds(out, state["rows"])
         bar.set_postfix(val_similarity=f"{np.mean([d['val_similarity'] for d in rows]):.3f}")
     msgs = [Message(content=RecordDict({"config": ConfigRecord(config)}), message_type=MessageType.EVALUATE,
@@ -505,7 +510,7 @@ def serve_rounds(grid: Grid, settings: dict, progress: bool = True) -> dict:
     replies = list(grid.send_and_receive(msgs))
     _raise_errors(replies, "evaluation")
     summaries = sorted(({k: float(v) for k, v in m.content["metrics"].items()} for m in replies), key=lambda d: d["subject"])
-    (out / "summary.json").write_text(json.dumps(dict(rounds=bg.rounds, sites=summaries), indent=1))
+    with atomic_path(out / "summary.json") as tmp: tmp.write_text(json.dumps(dict(rounds=bg.rounds, sites=summaries), indent=1))
     return dict(rounds=state["round"], sites=summaries)
 
 # %% ../nbs/05_federated.ipynb #01dbd4fb
@@ -513,7 +518,6 @@ server_app = ServerApp()
 
 @server_app.main()
 def _server_main(grid: Grid, context: Context) -> None:
-    from brainrecon.config import load_config
     rc = context.run_config
     cfg = load_config(str(rc.get("config", "")) or None)
     bg = bg_config(cfg, **({"rounds": int(rc["rounds"])} if int(rc.get("rounds", 0)) else {}))
@@ -531,17 +535,12 @@ def federate(cfg, rounds: int | None = None, out: Path | str | None = None, prog
 
     A run with the same settings in `out` is resumed; one with other settings is an error, or is deleted first with
     `overwrite=True`."""
-    import pandas as pd
-    from flwr.simulation import run_simulation
-    from brainrecon.config import resolve_device
-    from brainrecon.data import ensure_world
     ensure_world(cfg)
     bg = bg_config(cfg, **({"rounds": rounds} if rounds else {}), **bg_overrides)
     out = Path(out or cfg.model_dir("BG"))
     settings = federation_settings(cfg, bg, out)
     old = load_server_state(out)
     if overwrite and old is not None and old["settings"] != settings:
-        import shutil
         log.info("%s holds a run with other settings: deleting it", out)
         shutil.rmtree(out)
     result = {}

@@ -22,16 +22,17 @@ from torchvision.transforms import functional as TF
 from tqdm.auto import tqdm
 from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
 
-from .embeddings import MissingWeights
+from .embeddings import MissingWeights, registered
 
 log = logging.getLogger(__name__)
 
 # %% auto #0
 __all__ = ['log', 'IMAGENET_NORM', 'CLIP_NORM', 'FEATURE_METRICS', 'LOW_LEVEL', 'METRICS', 'LABELS', 'HIGHER_IS_BETTER',
-           'FEATURE_NETWORKS', 'check_images', 'to_tensor', 'pixcorr_per_image', 'pixcorr', 'ssim_per_image', 'ssim',
-           'feature_correlations', 'two_way_identification_per_image', 'two_way_identification',
-           'correlation_distance_per_image', 'correlation_distance', 'FeatureMetric', 'FeatureNetwork',
-           'register_feature_metric', 'load_feature_network', 'Evaluation', 'extract_features', 'evaluate']
+           'FEATURE_METRIC_MODULES', 'FEATURE_NETWORKS', 'check_images', 'to_tensor', 'pixcorr_per_image', 'pixcorr',
+           'ssim_per_image', 'ssim', 'feature_correlations', 'two_way_identification_per_image',
+           'two_way_identification', 'correlation_distance_per_image', 'correlation_distance', 'FeatureMetric',
+           'FeatureNetwork', 'register_feature_metric', 'load_feature_network', 'Evaluation', 'extract_features',
+           'evaluate']
 
 # %% ../nbs/05_metrics.ipynb #3ff8160e
 def check_images(images: np.ndarray, name: str = "images") -> np.ndarray:
@@ -186,6 +187,7 @@ LOW_LEVEL = {"pixcorr": "PixCorr", "ssim": "SSIM"}
 METRICS = tuple(LOW_LEVEL) + tuple(FEATURE_METRICS)   # the eight standard metrics
 LABELS = {**LOW_LEVEL, **{k: m.label for k, m in FEATURE_METRICS.items()}}
 HIGHER_IS_BETTER = {k: k in LOW_LEVEL or FEATURE_METRICS[k].kind == "identification" for k in METRICS}
+FEATURE_METRIC_MODULES = {"mini": "brainrecon.mini"}   # metrics a later chapter registers -> its module (imported on first use)
 
 # %% ../nbs/05_metrics.ipynb #1fd969a0
 @dataclass(frozen=True)
@@ -327,7 +329,7 @@ def evaluate(gt: np.ndarray, rec: np.ndarray, metrics: Sequence[str] = METRICS, 
     reasons for unavailable metrics. `random_weights=True` is for tests only (labelled in notes).
     """
     gt, rec = _check_pairs(gt, rec)
-    unknown = [m for m in metrics if m not in LOW_LEVEL and m not in FEATURE_METRICS]
+    unknown = [m for m in metrics if m not in LOW_LEVEL and registered(FEATURE_METRICS, m, FEATURE_METRIC_MODULES) is None]
     if unknown: raise ValueError(f"unknown metric(s) {unknown}; known: {list(LOW_LEVEL) + list(FEATURE_METRICS)}")
     scores, per_image, unavailable, notes = {}, {}, {}, {}
     if "pixcorr" in metrics: per_image["pixcorr"] = pixcorr_per_image(gt, rec)
