@@ -100,28 +100,28 @@ def serve_app(port: int = typer.Option(8866, help="port to serve on (127.0.0.1 o
               run_dir: Optional[Path] = typer.Option(None, help="run folder (default: config run_dir)")):
     "Serve the dashboard (nbs/app.ipynb) with Voila on 127.0.0.1, behind a token."
     import subprocess
-    from brainrecon import app as dash
+    from brainrecon import app_actions, app_serve, app_store
     cfg = _config(config_file, nsd_root=nsd_root, run_dir=run_dir)
     if export_examples is not None:
         ensure_world(cfg)
-        for p in dash.export_recordings(cfg, subject, export_examples, n): typer.echo(f"wrote {p}")
+        for p in app_actions.export_recordings(cfg, subject, export_examples, n): typer.echo(f"wrote {p}")
         return
     if not max_upload_mb > 0: raise typer.BadParameter("--max-upload-mb must be positive")
     if token is not None and not token.strip(): raise typer.BadParameter("--token must not be empty")
     try:
-        notebook = dash.dashboard_notebook()
-        env = dash.dashboard_env(cfg, user=user, max_upload_mb=max_upload_mb, db_url=db_url)
-        settings = dash.app_settings(cfg, env)
+        notebook = app_serve.dashboard_notebook()
+        env = app_serve.dashboard_env(cfg, user=user, max_upload_mb=max_upload_mb, db_url=db_url)
+        settings = app_serve.app_settings(cfg, env)
         ensure_world(cfg)                     # the mini world is generated here, not during the first page load
-        dash.Store.open(settings)             # create or migrate the schema now: a bad database URL fails here
+        app_store.Store.open(settings)        # create or migrate the schema now: a bad database URL fails here
     except (FileNotFoundError, ValueError, RuntimeError) as e: raise typer.BadParameter(str(e)) from None
     url = f"http://127.0.0.1:{port}/"
     if token is None:
-        token = dash.new_token()
+        token = app_serve.new_token()
         typer.echo(f"dashboard of {settings.user} at {url}?token={token}  (the token is shown only now)")
     else:
         typer.echo(f"dashboard of {settings.user} at {url} (open it with ?token=YOUR_TOKEN)")
-    raise typer.Exit(subprocess.call(dash.voila_command(notebook, port, token, settings.max_upload_bytes), env=env))
+    raise typer.Exit(subprocess.call(app_serve.voila_command(notebook, port, token, settings.max_upload_bytes), env=env))
 
 # %% ../nbs/99_cli.ipynb #9f202190
 @app.command()
