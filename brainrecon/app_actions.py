@@ -14,25 +14,22 @@ from typing import Callable
 import numpy as np
 
 from . import data, metrics
-from .config import MODEL_FOLDERS, Config, resolve_device
-from .data import ensure_world, load_stimuli, prepare_subject
+from . import federated
+from .config import Config, resolve_device, subject_folder
+from .data import load_stimuli, prepare_subject
+from .mini_world import ensure_world
 from .decoding import SCHEDULERS, load_decoder, reconstruct
 from .regression import fit_subject, predict_ridge
 from .app_serve import DEFAULT_MAX_UPLOAD_MB, MIB
 from .app_uploads import InvalidUpload, Upload, check_size, load_stimulus, load_voxels
 from .app_store import Recording, Reconstruction, Store, check_recording_name, png_bytes
 
-try: from brainrecon import federated          # BG runs on Flower; an installation without it still serves RR
-except ImportError as e: federated, _no_federated = None, e
 
 # %% auto #0
-__all__ = ['PIPELINES', 'ModelStatus', 'model_status', 'subject_voxel_count', 'decoder_spec', 'fit_rr', 'ModelUnavailable',
-           'predict_tokens', 'get_decoder', 'check_parameters', 'run_reconstruction', 'add_uploaded_recording',
-           'export_recordings']
+__all__ = ['ModelStatus', 'model_status', 'subject_voxel_count', 'fit_rr', 'ModelUnavailable', 'predict_tokens', 'get_decoder',
+           'check_parameters', 'run_reconstruction', 'add_uploaded_recording', 'export_recordings']
 
 # %% ../nbs/08d_app_actions.ipynb #070c58d8
-PIPELINES = tuple(MODEL_FOLDERS)            # ("RR", "BG")
-
 @dataclass(frozen=True)
 class ModelStatus:
     "Whether `pipeline` has a model for `subject`, where, and what to do when it has not."
@@ -61,10 +58,6 @@ def subject_voxel_count(cfg: Config, subject: int) -> int:
     raise FileNotFoundError(f"subject {subject}: no nsdgeneral mask at {data.mask_path(cfg.nsd_path, subject)} and no RR model; "
                             "cannot tell how many voxels a recording has")
 
-def decoder_spec(cfg: Config) -> str:
-    "The decoder the configuration implies: the mini decoder without real weights, SD 1.5 + IP-Adapter Plus with them."
-    return "mini" if cfg.models_root is None else "sd15"
-
 def fit_rr(cfg: Config, subject: int) -> dict:
     "Fit the RR model of `subject` as `brainrecon fit --subject N` does (seconds on the mini world)."
     ensure_world(cfg)
@@ -80,14 +73,13 @@ def predict_tokens(cfg: Config, pipeline: str, subject: int, voxels: np.ndarray)
     if not status.available: raise ModelUnavailable(status.message)
     if pipeline == "RR":
         return predict_ridge(status.folder, voxels)
-    if federated is None: raise ModelUnavailable(f"BG is not available in this installation ({_no_federated})")
-    return federated.predict(subject, voxels, cfg.model_dir("BG"))
+    return federated.predict(status.folder, voxels)
 
 _DECODERS: dict = {}
 
 def get_decoder(cfg: Config):
     "The configured decoder, loaded once per process (per spec and device)."
-    key = (decoder_spec(cfg), str(cfg.models_root), resolve_device(cfg.device))
+    key = (cfg.decoder_spec, str(cfg.models_root), resolve_device(cfg.device))
     if key not in _DECODERS: _DECODERS[key] = load_decoder(key[0], key[2], models_root=cfg.models_root)
     return _DECODERS[key]
 
@@ -116,7 +108,7 @@ def run_reconstruction(store: Store, cfg: Config, recording_id: int, *, pipeline
     stim = store.stimulus(rec)
     scores = dict(pixcorr=metrics.pixcorr(stim[None], image[None]), ssim=metrics.ssim(stim[None], image[None])) if stim is not None else {}
     return store.add_reconstruction(rec.id, image, pipeline=pipeline, model=str(cfg.model_dir(pipeline, rec.subject)),
-                                    decoder=decoder.spec or decoder_spec(cfg), steps=steps, scheduler=scheduler,
+                                    decoder=decoder.spec or cfg.decoder_spec, steps=steps, scheduler=scheduler,
                                     guidance=guidance, seed=seed, seconds=seconds, **scores)
 
 # %% ../nbs/08d_app_actions.ipynb #bb156634
@@ -145,7 +137,7 @@ def export_recordings(cfg: Config, subject: int, out_dir: Path | str, n: int = 3
     out_dir = Path(out_dir); out_dir.mkdir(parents=True, exist_ok=True)
     written = []
     for k in range(n):
-        stem = out_dir / f"subj{subject:02d}_nsd{int(prep.test_ids[k]):05d}"
+        stem = out_dir / f"{subject_folder(subject)}_nsd{int(prep.test_ids[k]):05d}"
         np.save(f"{stem}_mean.npy", prep.test_fmri[k].astype(np.float32))
         np.save(f"{stem}_trial1.npy", trials[np.flatnonzero(rows == k)[0]].astype(np.float32))
         Path(f"{stem}.png").write_bytes(png_bytes(stimuli[k]))

@@ -15,7 +15,7 @@ from .config import Config
 from .app_serve import AppSettings
 from .app_uploads import human_size
 from .app_store import Recording, Reconstruction, Store
-from .app_actions import ModelStatus, decoder_spec
+from .app_actions import ModelStatus
 from .app_stats import _count, history, statistics
 
 # %% auto #0
@@ -55,7 +55,7 @@ def header_html(cfg: Config, settings: AppSettings) -> str:
     "The page's header line: user, world, decoder, upload limit."
     world = "the <b>mini world</b> (a small synthetic NSD; mini models)" if cfg.world == "mini" else f"NSD at {html.escape(str(cfg.nsd_root))}"
     return (f'<div class="br-header">user <b class="br-user">{html.escape(settings.user)}</b> &middot; {world} &middot; '
-            f"decoder {decoder_spec(cfg)} &middot; uploads up to {human_size(settings.max_upload_bytes)}</div>")
+            f"decoder {cfg.decoder_spec} &middot; uploads up to {human_size(settings.max_upload_bytes)}</div>")
 
 def model_status_html(status: ModelStatus) -> str:
     "Where the chosen model is, or what to run to make it."

@@ -51,7 +51,7 @@ def current_user(env: Mapping[str, str] | None = None) -> str:
 
 def default_db_url(cfg: Config) -> str:
     "SQLite in `run_dir/app/brainrecon.db`."
-    return f"sqlite:///{Path(cfg.run_dir).resolve() / 'app' / 'brainrecon.db'}"
+    return f"sqlite:///{cfg.run_path('app', 'brainrecon.db').resolve()}"
 
 def app_settings(cfg: Config, env: Mapping[str, str] | None = None) -> AppSettings:
     "The dashboard's settings for `cfg` from the environment (see above)."
@@ -61,7 +61,7 @@ def app_settings(cfg: Config, env: Mapping[str, str] | None = None) -> AppSettin
     except ValueError: raise ValueError(f"{ENV_MAX_UPLOAD_MB}={raw!r}: expected a number of MiB") from None
     if not max_mb > 0: raise ValueError(f"{ENV_MAX_UPLOAD_MB}={raw!r}: the upload limit must be positive")
     return AppSettings(user=current_user(env), db_url=env.get(ENV_DB) or default_db_url(cfg),
-                       files_dir=Path(cfg.run_dir).resolve() / "app" / "files", max_upload_bytes=int(max_mb * MIB))
+                       files_dir=cfg.run_path("app", "files").resolve(), max_upload_bytes=int(max_mb * MIB))
 
 # %% ../nbs/08a_app_serve.ipynb #3bce14ab
 def dashboard_notebook(root: Path | str | None = None) -> Path:

@@ -12,7 +12,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from .app_store import Store
-from .app_actions import PIPELINES
+from .config import PIPELINES
 
 # %% auto #0
 __all__ = ['HISTORY_COLUMNS', 'history', 'statistics', 'metrics_by_steps', 'statistics_figure', 'figure_png']

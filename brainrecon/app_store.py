@@ -8,8 +8,6 @@ from __future__ import annotations
 import hashlib
 import io
 import logging
-import os
-import tempfile
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -21,6 +19,7 @@ from fastcore.basics import patch
 from PIL import Image
 
 from . import __version__
+from .config import atomic_path
 from .app_serve import AppSettings, check_user_name
 from .app_uploads import Upload, load_stimulus
 
@@ -43,14 +42,7 @@ class FileStore:
         sha = hashlib.sha256(data).hexdigest()
         path = self.path(sha, ext)
         existed = path.is_file()
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=ext)
-        try:
-            with os.fdopen(fd, "wb") as f: f.write(data)
-            os.replace(tmp, path)     # also restores a file that a concurrent delete removed
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        with atomic_path(path) as tmp: tmp.write_bytes(data)     # the rename also restores a file a concurrent delete removed
         return sha, not existed
 
     def get(self, sha: str, ext: str) -> bytes:

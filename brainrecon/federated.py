@@ -12,7 +12,7 @@ import json
 import logging
 import os
 import shutil
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -30,7 +30,7 @@ from flwr.supercore.inflatable.inflatable_object import get_all_nested_objects
 from torch import nn
 from tqdm.auto import tqdm
 
-from .config import Config, atomic_path, find_project_root, load_config, resolve_device, subject_folder
+from .config import atomic_path, find_project_root, load_config, resolve_device, subject_folder
 from .data import prepare_subject, voxel_statistics, zscore_with
 from .embeddings import load_encoder, subject_tokens
 from .metrics import two_way_identification
