@@ -496,7 +496,7 @@ def decoder_spec(cfg: Config) -> str:
 def fit_rr(cfg: Config, subject: int) -> dict:
     "Fit the RR model of `subject` as `brainrecon fit --subject N` does (seconds on the mini world)."
     from brainrecon.data import ensure_world
-    from brainrecon.regression import fit_subject
+    from brainrecon.rr import fit_subject
     ensure_world(cfg)
     return fit_subject(cfg, subject, progress=False)
 
@@ -509,7 +509,7 @@ def predict_tokens(cfg: Config, pipeline: str, subject: int, voxels: np.ndarray)
     status = model_status(cfg, pipeline, subject)
     if not status.available: raise ModelUnavailable(status.message)
     if pipeline == "RR":
-        from brainrecon.regression import predict_ridge
+        from brainrecon.rr import predict_ridge
         return predict_ridge(status.folder, voxels)
     try: from brainrecon import federated
     except ImportError as e: raise ModelUnavailable(f"BG is not available in this installation ({e})") from None

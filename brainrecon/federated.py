@@ -190,7 +190,7 @@ class SubjectSite:
     def __init__(self, cfg, subject: int, bg: BGConfig, folder: Path | str, device: str = "cpu", progress: bool = False):
         from brainrecon.data import prepare_subject
         from brainrecon.data import voxel_statistics
-        from brainrecon.regression import subject_tokens
+        from brainrecon.rr import subject_tokens
         self.cfg, self.subject, self.bg, self.device = cfg, subject, bg, device
         self.folder = Path(folder); self.folder.mkdir(parents=True, exist_ok=True)
         self.prep = prepare_subject(cfg.nsd_path, subject, cfg.sessions, out_dir=cfg.prepared_dir(subject), progress=progress)
