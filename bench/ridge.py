@@ -39,7 +39,7 @@ elif which == "himalaya":
     from himalaya.kernel_ridge import KernelRidgeCV
     set_backend("torch")
 else:
-    from brainrecon.regression import RidgeDecoder
+    from brainrecon.ridge import RidgeDecoder
 t0 = time.perf_counter()                       # imports done: only the computation is timed
 if which == "sklearn":
     w = Y.shape[1] // tokens
@@ -62,7 +62,7 @@ print(json.dumps({"seconds": seconds, "peak_rss_mb": hwm / 1024, **info}))
 STEPS = r"""
 import json, sys, time
 import numpy as np, torch
-from brainrecon.regression import gram, center_gram, band_reduce, shift_factors
+from brainrecon.solvers import gram, center_gram, band_reduce, shift_factors
 d = np.load(sys.argv[1] + "/data.npz"); X, Y = torch.from_numpy(d["X"]), torch.from_numpy(d["Y"])
 alphas = json.loads(sys.argv[2])
 n, p, t = X.shape[0], X.shape[1], Y.shape[1]

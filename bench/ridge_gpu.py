@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from sklearn.linear_model import Ridge
 
-from brainrecon.regression import RidgeDecoder
+from brainrecon.ridge import RidgeDecoder
 from ridge import ALPHAS, PRESETS, synthetic     # bench/ridge.py: the same data and alpha grid as the CPU benchmark
 
 

@@ -132,7 +132,8 @@ def fit(subject: Optional[list[int]] = typer.Option(None, "--subject", "-s", hel
         renormalize: bool = typer.Option(False, help="TRANSDUCTIVE thesis re-normalisation of test predictions"),
         config_file: Optional[Path] = ConfigOpt, nsd_root: Optional[Path] = NsdRootOpt):
     "Fit single-subject ridge (RR) from prepared voxels to target tokens; predicts the test tokens."
-    from brainrecon.regression import DEFAULT_ALPHAS, fit_subject
+    from brainrecon.ridge import DEFAULT_ALPHAS
+    from brainrecon.rr import fit_subject
     cfg = _config(config_file, nsd_root=nsd_root)
     ensure_world(cfg)
     cv_value = None if cv == "none" else int(cv) if cv.isdigit() else cv
