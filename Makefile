@@ -34,7 +34,7 @@ nbtest: venv
 # The chapters whose tests compare floating-point results, run again under other BLAS settings: one thread, and MKL
 # (inside torch) held to its AVX2 kernels. A test that holds only for one kernel's rounding (a product assumed exactly
 # symmetric, ties assumed bit-identical) fails here instead of on a user's machine.
-BLAS_CHAPTERS := '^(01_data|04a_solvers|04b_ridge|04c_rr|06_decoding|07_metrics)\.ipynb$$'
+BLAS_CHAPTERS := '^(01_data|04_decoding|05_metrics|07_solvers|08_ridge|09_rr)\.ipynb$$'
 BLAS_SETTINGS := "OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1" "MKL_ENABLE_INSTRUCTIONS=AVX2"
 nbtest-blas: venv
 	for settings in $(BLAS_SETTINGS); do \

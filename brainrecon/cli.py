@@ -8,6 +8,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Optional
 
+from contextlib import contextmanager
+
+import click
 import typer
 import yaml
 
@@ -15,8 +18,8 @@ from . import data
 from .config import Config, load_config, setup_logging
 
 # %% auto #0
-__all__ = ['app', 'ConfigOpt', 'NsdRootOpt', 'parse_sessions', 'show_config', 'mini', 'ensure_world', 'prepare', 'serve_app',
-           'fit', 'reproduce', 'evaluate', 'models', 'main', 'federate']
+__all__ = ['app', 'ConfigOpt', 'NsdRootOpt', 'EXPECTED_ERRORS', 'parse_sessions', 'reported', 'show_config', 'mini',
+           'ensure_world', 'prepare', 'serve_app', 'fit', 'reproduce', 'evaluate', 'models', 'main', 'federate']
 
 # %% ../nbs/99_cli.ipynb #8dd5b56a
 app = typer.Typer(help="brainrecon: reconstruct seen images from fMRI (mini world by default).",
@@ -35,6 +38,17 @@ def parse_sessions(text: str | None) -> tuple[int, ...] | None:
         except ValueError: raise typer.BadParameter(f"sessions: cannot read {part!r} (use e.g. 1-37 or 1,2,5)") from None
     return tuple(out)
 
+EXPECTED_ERRORS = (FileNotFoundError, ValueError, RuntimeError, OSError)   # incl. MissingWeights, NSDDataError
+
+@contextmanager
+def reported():
+    "Expected failures inside a command become `error: ...` on stderr and exit status 1 (click's own exits pass)."
+    try: yield
+    except (click.exceptions.Exit, click.exceptions.Abort, click.ClickException): raise
+    except EXPECTED_ERRORS as e:
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(1) from None
+
 def _config(config_file, **overrides) -> Config:
     setup_logging()
     try: return load_config(config_file, **overrides)
@@ -50,14 +64,17 @@ def show_config(config_file: Optional[Path] = ConfigOpt):
 def mini(config_file: Optional[Path] = ConfigOpt,
          force: bool = typer.Option(False, help="regenerate even if a matching mini world exists")):
     "Generate the mini world (an NSD-format tree) under data_dir/mini-nsd."
+    from brainrecon.mini_world import ensure_mini_nsd, make_mini_nsd
     cfg = _config(config_file)
-    if force: data.make_mini_nsd(cfg.nsd_path, cfg.mini_seed)
-    else: data.ensure_mini_nsd(cfg.nsd_path, cfg.mini_seed)
+    with reported():
+        if force: make_mini_nsd(cfg.nsd_path, cfg.mini_seed)
+        else: ensure_mini_nsd(cfg.nsd_path, cfg.mini_seed)
     typer.echo(f"mini world ready at {cfg.nsd_path}")
 
 def ensure_world(cfg: Config) -> None:
-    "`data.ensure_world`, with a missing NSD root reported as a bad option."
-    try: data.ensure_world(cfg)
+    "The mini world generated, or the NSD root checked; a missing NSD root is a bad option."
+    from brainrecon import mini_world
+    try: mini_world.ensure_world(cfg)
     except FileNotFoundError as e: raise typer.BadParameter(str(e)) from None
 
 # %% ../nbs/99_cli.ipynb #f89a142b
@@ -78,11 +95,7 @@ def prepare(subject: Optional[list[int]] = typer.Option(None, "--subject", "-s",
         return
     ensure_world(cfg)
     for s in subjects:
-        try:
-            prep = data.prepare_subject(cfg.nsd_path, s, chosen, out_dir=cfg.prepared_dir(s))
-        except (FileNotFoundError, data.NSDDataError) as e:
-            typer.echo(f"error: {e}", err=True)
-            raise typer.Exit(1)
+        with reported(): prep = data.prepare_subject(cfg.nsd_path, s, chosen, out_dir=cfg.prepared_dir(s))
         typer.echo(f"subject {s}: {len(prep.train_ids)} train / {len(prep.test_ids)} test images x "
                    f"{prep.n_voxels} voxels, sessions {prep.sessions[0]}-{prep.sessions[-1]} -> {cfg.prepared_dir(s)}")
 
@@ -104,17 +117,17 @@ def serve_app(port: int = typer.Option(8866, help="port to serve on (127.0.0.1 o
     cfg = _config(config_file, nsd_root=nsd_root, run_dir=run_dir)
     if export_examples is not None:
         ensure_world(cfg)
-        for p in app_actions.export_recordings(cfg, subject, export_examples, n): typer.echo(f"wrote {p}")
+        with reported():
+            for p in app_actions.export_recordings(cfg, subject, export_examples, n): typer.echo(f"wrote {p}")
         return
     if not max_upload_mb > 0: raise typer.BadParameter("--max-upload-mb must be positive")
     if token is not None and not token.strip(): raise typer.BadParameter("--token must not be empty")
-    try:
+    with reported():
         notebook = app_serve.dashboard_notebook()
         env = app_serve.dashboard_env(cfg, user=user, max_upload_mb=max_upload_mb, db_url=db_url)
         settings = app_serve.app_settings(cfg, env)
         ensure_world(cfg)                     # the mini world is generated here, not during the first page load
         app_store.Store.open(settings)        # create or migrate the schema now: a bad database URL fails here
-    except (FileNotFoundError, ValueError, RuntimeError) as e: raise typer.BadParameter(str(e)) from None
     url = f"http://127.0.0.1:{port}/"
     if token is None:
         token = app_serve.new_token()
@@ -138,14 +151,11 @@ def fit(subject: Optional[list[int]] = typer.Option(None, "--subject", "-s", hel
     ensure_world(cfg)
     cv_value = None if cv == "none" else int(cv) if cv.isdigit() else cv
     for s in (tuple(subject) if subject else cfg.subjects):
-        try:
+        with reported():
             res = fit_subject(cfg, s, alphas=alpha or DEFAULT_ALPHAS, cv=cv_value, alpha_per_target=per_target,
                               renormalize=renormalize)
-        except (FileNotFoundError, ValueError) as e:
-            typer.echo(f"error: {e}", err=True)
-            raise typer.Exit(1)
         typer.echo(f"subject {s}: alpha {res['alpha']:g}, test 2-way identification of tokens {res['token_identification']:.3f} "
-                   f"-> {cfg.run_dir / 'ridge' / f'subj{s:02d}'}")
+                   f"-> {cfg.model_dir('RR', s)}")
 
 @app.command()
 def reproduce(config_file: Optional[Path] = ConfigOpt, nsd_root: Optional[Path] = NsdRootOpt,
@@ -166,10 +176,7 @@ def reproduce(config_file: Optional[Path] = ConfigOpt, nsd_root: Optional[Path] 
         if not eq or not name.isidentifier(): raise typer.BadParameter(f"--param {item!r}: expected NAME=VALUE")
         parameters[name] = yaml.safe_load(value)
     ensure_world(cfg)
-    try: done = run_all(cfg, only=only, parameters=parameters, force=force)
-    except (RuntimeError, ValueError) as e:
-        typer.echo(f"error: {e}", err=True)
-        raise typer.Exit(1)
+    with reported(): done = run_all(cfg, only=only, parameters=parameters, force=force)
     for stage in done:
         what = f"ran in {stage['seconds']:.0f} s" if stage["status"] == "ran" else "up to date, skipped"
         typer.echo(f"{stage['name']}: {what} ({stage['notebook']})")
@@ -186,13 +193,10 @@ def evaluate(ground_truth: Path = typer.Argument(..., help="(n, H, W, 3) uint8 .
     from brainrecon import metrics
     from brainrecon.config import resolve_device
     cfg = _config(config_file)
-    try:
+    with reported():
         gt, rec = (np.load(p, allow_pickle=False) for p in (ground_truth, reconstructions))
         result = metrics.evaluate(gt, rec, metrics=metric or metrics.METRICS, device=resolve_device(cfg.device),
                                   batch_size=batch_size, weights_dir=cfg.models_root / "metrics" if cfg.models_root else None)
-    except (OSError, ValueError) as e:
-        typer.echo(f"error: {e}", err=True)
-        raise typer.Exit(1)
     typer.echo(result.table().to_string(index=False))
     if out is not None:
         result.per_image.to_csv(out, index_label="image")
@@ -234,10 +238,7 @@ def federate(rounds: Optional[int] = typer.Option(None, help="federated rounds (
     cfg = _config(config_file, nsd_root=nsd_root)
     ensure_world(cfg)
     out = out or cfg.model_dir("BG")
-    try: table = run_federation(cfg, rounds=rounds, out=out)
-    except (FileNotFoundError, ValueError, RuntimeError) as e:
-        typer.echo(f"error: {e}", err=True)
-        raise typer.Exit(1)
+    with reported(): table = run_federation(cfg, rounds=rounds, out=out)
     last = table[table["round"] == table["round"].max()]
     summary = json.loads((Path(out) / "summary.json").read_text())
     for site in summary["sites"]:
