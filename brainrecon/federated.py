@@ -392,7 +392,7 @@ def predict(model_dir: Path | str, fmri: np.ndarray, device: str = "cpu", batch_
         return np.concatenate([model(torch.as_tensor(x[a:a + batch_size], device=device)).cpu().numpy()
                                for a in range(0, len(x), batch_size)])
 
-# %% ../nbs/10_federated.ipynb #3ef8a03d
+# %% ../nbs/10_federated.ipynb #b7a1bb0d
 ROUND_COLUMNS = ["round", "subject", "bytes_sent", "bytes_received", "train_loss", "val_similarity"]
 
 def wire_bytes(obj) -> int:
@@ -411,6 +411,8 @@ def federation_settings(cfg, bg: BGConfig, out: Path | str) -> dict:
     return dict(config=cfg.to_dict(), root=str(find_project_root()), subjects=[int(s) for s in cfg.subjects],
                 bg=asdict(bg), out=str(Path(out).resolve()), code=code)
 
+
+# %% ../nbs/10_federated.ipynb #ddd4848d
 def _site(context: Context, settings: dict) -> SubjectSite:
     "The site this client process is: subject, configuration and folder from the node config, else from the settings."
     node = context.node_config
@@ -444,6 +446,8 @@ def site_evaluate(msg: Message, context: Context) -> Message:
                                                    "test_similarity", "n_test")} | {"num-examples": int(s["n_test"])})
     return Message(content=RecordDict({"metrics": record}), reply_to=msg)
 
+
+# %% ../nbs/10_federated.ipynb #1362085b
 class BackboneFedAvg(FedAvg):
     "Flower's FedAvg over the shared backbone only (weighted by training images), in subject order."
     def __init__(self, backbone_keys, n_sites: int):
@@ -512,6 +516,7 @@ def serve_rounds(grid: Grid, settings: dict, progress: bool = True) -> dict:
     summaries = sorted(({k: float(v) for k, v in m.content["metrics"].items()} for m in replies), key=lambda d: d["subject"])
     with atomic_path(out / "summary.json") as tmp: tmp.write_text(json.dumps(dict(rounds=bg.rounds, sites=summaries), indent=1))
     return dict(rounds=state["round"], sites=summaries)
+
 
 # %% ../nbs/10_federated.ipynb #01dbd4fb
 server_app = ServerApp()

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from pathlib import Path
 from typing import Sequence
 
@@ -18,6 +17,7 @@ from safetensors.numpy import load_file, save_file
 from sklearn.base import BaseEstimator, RegressorMixin
 from tqdm.auto import tqdm
 
+from .config import atomic_path
 from .solvers import (
     band_reduce, center_gram, decompose, dual_weights, gcv_errors, gram, kfold_errors, loo_errors, shift_factors)
 
@@ -261,13 +261,12 @@ def save_ridge(model: RidgeDecoder, path: Path | str, arrays: dict | None = None
     tensors = {"coef": np.ascontiguousarray(model.coef_, np.float32), "intercept": np.asarray(model.intercept_, np.float32)}
     tensors.update({k: np.ascontiguousarray(v) for k, v in (arrays or {}).items()})
     if model.alpha_per_target: tensors["alpha"] = np.asarray(model.alpha_, np.float64)
-    tmp = path.with_name(path.name + ".tmp.safetensors")
-    save_file(tensors, tmp); os.replace(tmp, path.with_suffix(".safetensors"))
+    with atomic_path(path.with_suffix(".safetensors")) as tmp: save_file(tensors, tmp)
     meta = dict(params=model.get_params(), alpha=None if model.alpha_per_target else model.alpha_,
                 cv_errors=None if model.cv_errors_ is None else model.cv_errors_.tolist(),
                 n_features_in=model.n_features_in_, **extra)
     meta["params"]["alphas"] = [float(a) for a in np.atleast_1d(meta["params"]["alphas"])]
-    path.with_suffix(".json").write_text(json.dumps(meta, indent=1))
+    with atomic_path(path.with_suffix(".json")) as tmp: tmp.write_text(json.dumps(meta, indent=1))
     return path
 
 def load_ridge(path: Path | str) -> tuple[RidgeDecoder, dict]:
