@@ -124,6 +124,19 @@ def examples(isolated_env, tmp_path):
     return tmp_path / "examples"
 
 
+def test_dashboard_notebook_names_exist():
+    "Every library name nbs/app.ipynb imports exists (a renamed function fails here, not as a blank page in Voila)."
+    import ast
+    import importlib
+    import json
+    cells = json.loads((ROOT / "nbs" / "app.ipynb").read_text())["cells"]
+    tree = ast.parse("\n".join("".join(c["source"]) for c in cells if c["cell_type"] == "code"))
+    imports = [n for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and (n.module or "").startswith("brainrecon")]
+    assert imports
+    missing = [f"{n.module}.{a.name}" for n in imports for a in n.names if not hasattr(importlib.import_module(n.module), a.name)]
+    assert not missing, missing
+
+
 def test_cli_refuses_bad_options(isolated_env):
     res = brainrecon("app", "--token", " ", env=isolated_env)
     assert res.returncode != 0 and "--token must not be empty" in res.stdout + res.stderr
