@@ -187,16 +187,23 @@ def evaluate(ground_truth: Path = typer.Argument(..., help="(n, H, W, 3) uint8 .
              metric: Optional[list[str]] = typer.Option(None, "--metric", "-m", help="metric(s) (default: all eight)"),
              out: Optional[Path] = typer.Option(None, help="write the per-image values to this CSV"),
              batch_size: int = typer.Option(32, help="images per forward pass"),
+             protocol: str = typer.Option("thesis", help="whose evaluation code to follow: thesis, mindeye or brain-diffuser"),
              config_file: Optional[Path] = ConfigOpt):
-    "Compute the reconstruction metrics of two image arrays; feature-network weights from local files only."
+    """Compute the reconstruction metrics of two image arrays; feature-network weights from local files only.
+
+    `--protocol` follows one paper's evaluation code (resizing, SSIM variant, network input sizes, weight versions)."""
     import numpy as np
     from brainrecon import metrics
     from brainrecon.config import resolve_device
     cfg = _config(config_file)
+    try: metrics.get_protocol(protocol)
+    except ValueError as e: raise typer.BadParameter(str(e), param_hint="--protocol") from None
     with reported():
         gt, rec = (np.load(p, allow_pickle=False) for p in (ground_truth, reconstructions))
         result = metrics.evaluate(gt, rec, metrics=metric or metrics.METRICS, device=resolve_device(cfg.device),
-                                  batch_size=batch_size, weights_dir=cfg.models_root / "metrics" if cfg.models_root else None)
+                                  batch_size=batch_size, weights_dir=cfg.models_root / "metrics" if cfg.models_root else None,
+                                  protocol=protocol)
+    typer.echo(f"protocol: {result.protocol}")
     typer.echo(result.table().to_string(index=False))
     if out is not None:
         result.per_image.to_csv(out, index_label="image")
@@ -205,10 +212,17 @@ def evaluate(ground_truth: Path = typer.Argument(..., help="(n, H, W, 3) uint8 .
 @app.command()
 def models(config_file: Optional[Path] = ConfigOpt,
            models_root: Optional[Path] = typer.Option(None, help="folder holding IP-Adapter/, Realistic_Vision_V4.0_noVAE/, sd-vae-ft-mse/")):
-    "List the weight folders the real models need and check a local copy (present, size, opens)."
+    """List the weight folders the real models need and check a local copy (present, size, opens); then the feature
+    networks' weight files each evaluation protocol loads (from models_root/metrics or PyTorch's hub cache)."""
     import pandas as pd
+    from brainrecon import metrics
     from brainrecon.embeddings import check_weights
     cfg = _config(config_file, models_root=models_root)
+    nets = pd.DataFrame(metrics.metric_weights(cfg.models_root / "metrics" if cfg.models_root else None))
+    typer.echo("metric networks (a missing one makes its metric unavailable):")
+    typer.echo(nets[["network", "file", "protocols", "status", "path"]].to_string(index=False))
+    for r in nets[nets.status != "ok"].itertuples(): typer.echo(f"  {r.file}: {r.how_to_get}")
+    typer.echo("")
     table = pd.DataFrame(check_weights(cfg.models_root))
     typer.echo(table[["role", "file", "status", "size_mb", "path"]].to_string(index=False))
     bad = table[table.status != "ok"]

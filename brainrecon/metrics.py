@@ -19,6 +19,8 @@ import torchvision.models as tvm
 from torchvision.models.feature_extraction import create_feature_extractor
 from torchvision.transforms import InterpolationMode
 from torchvision.transforms import functional as TF
+from huggingface_hub import snapshot_download
+from PIL import Image
 from tqdm.auto import tqdm
 from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
 
@@ -27,12 +29,13 @@ from .embeddings import MissingWeights, registered
 log = logging.getLogger(__name__)
 
 # %% auto #0
-__all__ = ['log', 'IMAGENET_NORM', 'CLIP_NORM', 'FEATURE_METRICS', 'LOW_LEVEL', 'METRICS', 'LABELS', 'HIGHER_IS_BETTER',
-           'FEATURE_METRIC_MODULES', 'FEATURE_NETWORKS', 'check_images', 'to_tensor', 'pixcorr_per_image', 'pixcorr',
-           'ssim_per_image', 'ssim', 'feature_correlations', 'two_way_identification_per_image',
-           'two_way_identification', 'correlation_distance_per_image', 'correlation_distance', 'FeatureMetric',
-           'FeatureNetwork', 'register_feature_metric', 'load_feature_network', 'Evaluation', 'extract_features',
-           'evaluate']
+__all__ = ['log', 'PIXEL_SIZE', 'PROTOCOLS', 'IMAGENET_NORM', 'CLIP_NORM', 'FEATURE_METRICS', 'LOW_LEVEL', 'METRICS', 'LABELS',
+           'HIGHER_IS_BETTER', 'FEATURE_METRIC_MODULES', 'FEATURE_NETWORKS', 'check_images', 'Protocol', 'get_protocol',
+           'resized', 'pixel_inputs', 'network_inputs', 'pixcorr_per_image', 'pixcorr', 'ssim_per_image', 'ssim',
+           'feature_correlations', 'two_way_identification_per_image', 'two_way_identification',
+           'correlation_distance_per_image', 'correlation_distance', 'FeatureMetric', 'FeatureNetwork',
+           'register_feature_metric', 'weight_file', 'weight_places', 'metric_weights', 'load_feature_network',
+           'Evaluation', 'extract_features', 'evaluate']
 
 # %% ../nbs/05_metrics.ipynb #3ff8160e
 def check_images(images: np.ndarray, name: str = "images") -> np.ndarray:
@@ -44,12 +47,61 @@ def check_images(images: np.ndarray, name: str = "images") -> np.ndarray:
         raise ValueError(f"{name}: expected uint8 (0-255), got {images.dtype}")
     return images
 
-def to_tensor(images: np.ndarray, size: int | None = None, device: str = "cpu", dtype=torch.float32) -> torch.Tensor:
-    "uint8 `(n, H, W, 3)` -> `(n, 3, size, size)` in [0, 1] (`dtype`), bilinear (antialiased) resize when `size` is given."
-    x = torch.from_numpy(np.ascontiguousarray(images)).to(device).permute(0, 3, 1, 2).to(dtype) / 255
-    if size is not None and x.shape[-2:] != (size, size):
-        x = TF.resize(x, [size, size], InterpolationMode.BILINEAR, antialias=True).clamp_(0, 1)
+PIXEL_SIZE = 425   # NSD's stimulus size: every protocol compares PixCorr and SSIM at 425 x 425
+
+@dataclass(frozen=True)
+class Protocol:
+    "One paper's evaluation code: how images become metric inputs, which SSIM, network input sizes and weights."
+    name: str
+    pre_size: int | None       # both image sets first resized to this (MindEye: 256), kept as float
+    pixel_resize: str          # to 425 for PixCorr/SSIM: "torch-aa" | "torch" (bilinear, antialiased or not) | "pil-bicubic"
+    resize_gt: bool            # whether the ground truth is resized for PixCorr/SSIM (when it is 425 already)
+    ssim: str                  # "2d" or "columns" (1-D SSIM of each column, averaged)
+    net_resize: str            # to the networks' input size: "torch-aa" | "torch" | "pil-bilinear"
+    net_sizes: dict            # feature network -> input size, where it differs from the network's default
+    weight_files: dict         # feature network -> (weight file, how to get it), where the version differs
+
+PROTOCOLS = {p.name: p for p in (
+    Protocol("thesis", None, "torch-aa", True, "2d", "torch-aa", {}, {}),
+    Protocol("mindeye", 256, "torch", True, "2d", "torch", {}, {}),
+    Protocol("brain-diffuser", None, "pil-bicubic", False, "columns", "pil-bilinear",
+             dict(alexnet=224, inception=224, clip=224, effnet=224, swav=224),
+             dict(effnet=("efficientnet_b1_rwightman-bac287d4.pth",
+                         "python -c \"import torchvision; torchvision.models.efficientnet_b1(weights='IMAGENET1K_V1')\""))),
+)}
+
+def get_protocol(protocol: str | Protocol) -> Protocol:
+    "The `Protocol` named `protocol` (or `protocol` itself)."
+    if isinstance(protocol, Protocol): return protocol
+    if protocol not in PROTOCOLS: raise ValueError(f"protocol must be one of {tuple(PROTOCOLS)}, got {protocol!r}")
+    return PROTOCOLS[protocol]
+
+def resized(images: np.ndarray, size: int, how: str, pre_size: int | None = None, dtype=torch.float64) -> torch.Tensor:
+    """uint8 `(n, H, W, 3)` -> `(n, 3, size, size)` in [0, 1] as a protocol resizes: "torch-aa" / "torch" (torchvision
+    bilinear on float tensors, with / without antialiasing, after an optional `pre_size` step), "pil-bicubic" (Pillow's
+    default filter, rounded to uint8) or "pil-bilinear" (Pillow, always antialiased)."""
+    if how.startswith("pil"):
+        if pre_size is not None: raise ValueError("a Pillow resize has no pre-resize step in any protocol")
+        resample = {"pil-bicubic": Image.BICUBIC, "pil-bilinear": Image.BILINEAR}[how]
+        arr = np.stack([np.asarray(Image.fromarray(im).resize((size, size), resample)) for im in images])
+        return torch.from_numpy(arr).permute(0, 3, 1, 2).to(dtype) / 255
+    if how not in ("torch", "torch-aa"): raise ValueError(f"unknown resize {how!r}")
+    x = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).to(dtype) / 255
+    for s in ([pre_size] if pre_size else []) + [size]:
+        if x.shape[-2:] != (s, s): x = TF.resize(x, [s, s], InterpolationMode.BILINEAR, antialias=how == "torch-aa")
     return x
+
+def pixel_inputs(images: np.ndarray, protocol: str | Protocol, gt: bool = False) -> torch.Tensor:
+    "The `(n, 3, 425, 425)` float64 images in [0, 1] that `protocol` computes PixCorr and SSIM on (`gt`: the ground truth)."
+    p = get_protocol(protocol)
+    if gt and not p.resize_gt and images.shape[1:3] == (PIXEL_SIZE, PIXEL_SIZE):
+        return torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).double() / 255
+    return resized(images, PIXEL_SIZE, p.pixel_resize, p.pre_size)
+
+def network_inputs(images: np.ndarray, size: int, protocol: str | Protocol, device: str = "cpu") -> torch.Tensor:
+    "The `(n, 3, size, size)` float32 images in [0, 1] that `protocol` feeds a network of input size `size`."
+    p = get_protocol(protocol)
+    return resized(images, size, p.net_resize, p.pre_size, dtype=torch.float32).to(device)
 
 def _batches(n: int, batch_size: int):
     for start in range(0, n, batch_size): yield slice(start, min(n, start + batch_size))
@@ -60,20 +112,20 @@ def _check_pairs(gt, rec):
     return gt, rec
 
 # %% ../nbs/05_metrics.ipynb #a2481cfb
-def pixcorr_per_image(gt: np.ndarray, rec: np.ndarray, size: int = 425, batch_size: int = 64) -> np.ndarray:
-    "Pearson r between each pair's flattened RGB values, both resized to `size`: `(n,)` float64."
+def pixcorr_per_image(gt: np.ndarray, rec: np.ndarray, protocol: str | Protocol = "thesis", batch_size: int = 64) -> np.ndarray:
+    "Pearson r between each pair's flattened RGB values at 425 x 425, as `protocol` resizes them: `(n,)` float64."
     gt, rec = _check_pairs(gt, rec)
     out = []
     for b in _batches(len(gt), batch_size):
-        g = to_tensor(gt[b], size, dtype=torch.float64).flatten(1)
-        r = to_tensor(rec[b], size, dtype=torch.float64).flatten(1)
+        g = pixel_inputs(gt[b], protocol, gt=True).flatten(1)
+        r = pixel_inputs(rec[b], protocol).flatten(1)
         g, r = g - g.mean(1, keepdim=True), r - r.mean(1, keepdim=True)
         out.append(((g * r).sum(1) / (g.norm(dim=1) * r.norm(dim=1))).numpy())
     return np.concatenate(out)
 
-def pixcorr(gt: np.ndarray, rec: np.ndarray, size: int = 425) -> float:
-    "PixCorr: mean over pairs of the pixel-wise Pearson r at `size` x `size`."
-    return float(pixcorr_per_image(gt, rec, size).mean())
+def pixcorr(gt: np.ndarray, rec: np.ndarray, protocol: str | Protocol = "thesis") -> float:
+    "PixCorr: mean over pairs of the pixel-wise Pearson r at 425 x 425 under `protocol`."
+    return float(pixcorr_per_image(gt, rec, protocol).mean())
 
 # %% ../nbs/05_metrics.ipynb #cb88359e
 _GRAY = (0.2125, 0.7154, 0.0721)   # skimage.color.rgb2gray
@@ -84,11 +136,12 @@ def _gaussian_kernel(sigma: float = 1.5, truncate: float = 3.5) -> torch.Tensor:
     k = torch.exp(-x ** 2 / (2 * sigma ** 2))
     return k / k.sum()
 
-def _ssim_gray(a: torch.Tensor, b: torch.Tensor, sigma: float = 1.5) -> torch.Tensor:
-    "Mean SSIM of `(n, 1, H, W)` float64 images in [0, 1] (skimage's definition, valid region): `(n,)`."
+def _ssim_gray(a: torch.Tensor, b: torch.Tensor, sigma: float = 1.5, columns: bool = False) -> torch.Tensor:
+    """Mean SSIM of `(n, 1, H, W)` float64 images in [0, 1] (skimage's definition, valid region): `(n,)`. With
+    `columns`, the 1-D SSIM of each column (window along the columns only), averaged over columns."""
     k = _gaussian_kernel(sigma).to(a.device)
     kx, ky = k.view(1, 1, 1, -1), k.view(1, 1, -1, 1)
-    blur = lambda z: F.conv2d(F.conv2d(z, kx), ky)
+    blur = (lambda z: F.conv2d(z, ky)) if columns else (lambda z: F.conv2d(F.conv2d(z, kx), ky))
     mu_a, mu_b = blur(a), blur(b)
     var_a, var_b = blur(a * a) - mu_a ** 2, blur(b * b) - mu_b ** 2
     cov = blur(a * b) - mu_a * mu_b
@@ -96,20 +149,21 @@ def _ssim_gray(a: torch.Tensor, b: torch.Tensor, sigma: float = 1.5) -> torch.Te
     s = ((2 * mu_a * mu_b + c1) * (2 * cov + c2)) / ((mu_a ** 2 + mu_b ** 2 + c1) * (var_a + var_b + c2))
     return s.mean((1, 2, 3))
 
-def ssim_per_image(gt: np.ndarray, rec: np.ndarray, size: int = 425, batch_size: int = 32) -> np.ndarray:
-    "True 2-D SSIM of each grayscale pair at `size` x `size`: `(n,)` float64."
+def ssim_per_image(gt: np.ndarray, rec: np.ndarray, protocol: str | Protocol = "thesis", batch_size: int = 32) -> np.ndarray:
+    "SSIM of each grayscale pair at 425 x 425 under `protocol` (2-D, or column-wise for `brain-diffuser`): `(n,)` float64."
     gt, rec = _check_pairs(gt, rec)
+    p = get_protocol(protocol)
     w = torch.tensor(_GRAY, dtype=torch.float64).view(1, 3, 1, 1)
     out = []
     for b in _batches(len(gt), batch_size):
-        g = (to_tensor(gt[b], size, dtype=torch.float64) * w).sum(1, keepdim=True)
-        r = (to_tensor(rec[b], size, dtype=torch.float64) * w).sum(1, keepdim=True)
-        out.append(_ssim_gray(r, g).numpy())
+        g = (pixel_inputs(gt[b], p, gt=True) * w).sum(1, keepdim=True)
+        r = (pixel_inputs(rec[b], p) * w).sum(1, keepdim=True)
+        out.append(_ssim_gray(r, g, columns=p.ssim == "columns").numpy())
     return np.concatenate(out)
 
-def ssim(gt: np.ndarray, rec: np.ndarray, size: int = 425) -> float:
-    "SSIM: mean over pairs of true 2-D grayscale SSIM at `size` x `size`."
-    return float(ssim_per_image(gt, rec, size).mean())
+def ssim(gt: np.ndarray, rec: np.ndarray, protocol: str | Protocol = "thesis") -> float:
+    "SSIM: mean over pairs of the grayscale SSIM at 425 x 425 under `protocol`."
+    return float(ssim_per_image(gt, rec, protocol).mean())
 
 # %% ../nbs/05_metrics.ipynb #9f05b6de
 def _standardise_rows(x: torch.Tensor) -> torch.Tensor:
@@ -225,13 +279,23 @@ def register_feature_metric(metric: FeatureMetric, network: FeatureNetwork | Non
     HIGHER_IS_BETTER[metric.name] = metric.kind == "identification"
 
 # %% ../nbs/05_metrics.ipynb #16707e0c
-def _find_weights(net: FeatureNetwork, weights_dir: Path | None) -> Path:
-    places = ([Path(weights_dir) / net.weight_file] if weights_dir else []) + [Path(torch.hub.get_dir()) / "checkpoints" / net.weight_file]
+def weight_file(net: FeatureNetwork, protocol: str | Protocol = "thesis") -> tuple[str, str]:
+    "The weight file network `net` loads under `protocol`, and how to get it on a machine with internet."
+    return get_protocol(protocol).weight_files.get(net.name, (net.weight_file, net.how_to_get))
+
+def weight_places(name: str, weights_dir: Path | None = None, protocol: str | Protocol = "thesis") -> list[Path]:
+    "Where network `name`'s weight file is looked for, in order: `weights_dir`, then PyTorch's hub cache."
+    file = weight_file(FEATURE_NETWORKS[name], protocol)[0]
+    return ([Path(weights_dir) / file] if weights_dir else []) + [Path(torch.hub.get_dir()) / "checkpoints" / file]
+
+def _find_weights(net: FeatureNetwork, weights_dir: Path | None, protocol: str | Protocol = "thesis") -> Path:
+    file, how = weight_file(net, protocol)
+    places = weight_places(net.name, weights_dir, protocol)
     for p in places:
         if p.exists(): return p
-    raise MissingWeights(f"{net.name}: weights {net.weight_file} not found (looked in {', '.join(map(str, places))}). "
-                             f"On a machine with internet, run {net.how_to_get}, then copy "
-                             f"~/.cache/torch/hub/checkpoints/{net.weight_file} into one of those folders.")
+    raise MissingWeights(f"{net.name}: weights {file} not found (looked in {', '.join(map(str, places))}). "
+                         f"On a machine with internet, run {how}, then copy "
+                         f"~/.cache/torch/hub/checkpoints/{file} into one of those folders.")
 
 def _torchvision_model(name: str):
     if name == "alexnet": return tvm.alexnet(weights=None)
@@ -240,15 +304,44 @@ def _torchvision_model(name: str):
     if name == "swav": return tvm.resnet50(weights=None)
     raise KeyError(name)
 
+def metric_weights(weights_dir: Path | str | None = None, protocols=tuple(PROTOCOLS)) -> list[dict]:
+    """One row per weight file the feature networks load under `protocols`: network, file, the protocols that use
+    it, status ('ok' | 'missing'), where it was found or looked for, and how to get it on a machine with internet."""
+    rows = {}
+    for name in ("alexnet", "inception", "effnet", "swav"):
+        for p in protocols:
+            file, how = weight_file(FEATURE_NETWORKS[name], p)
+            if (name, file) in rows: rows[name, file]["protocols"].append(p); continue
+            places = weight_places(name, weights_dir, p)
+            found = [q for q in places if q.exists()]
+            rows[name, file] = dict(network=name, file=file, protocols=[p], status="ok" if found else "missing",
+                                    path=str(found[0] if found else " or ".join(map(str, places))), how_to_get=how)
+    clip = FEATURE_NETWORKS["clip"]
+    local = Path(weights_dir) / clip.weight_file if weights_dir else None
+    try: where = str(local) if local is not None and local.is_dir() else snapshot_download("openai/clip-vit-large-patch14", local_files_only=True)
+    except Exception: where = None
+    rows["clip", clip.weight_file] = dict(network="clip", file=clip.weight_file, protocols=list(protocols),
+                                         status="ok" if where else "missing",
+                                         path=where or f"{local or 'weights_dir/' + clip.weight_file} or the Hugging Face cache",
+                                         how_to_get=clip.how_to_get)
+    return [dict(r, protocols=", ".join(r["protocols"])) for r in rows.values()]
+
+def _swav_head(key: str) -> bool:
+    "A tensor of SwAV's training head, which its published checkpoint holds beside the ResNet-50 (not used for features)."
+    return key.startswith("projection_head.") or key == "prototypes.weight"
+
 def _load_state(model: torch.nn.Module, path: Path, name: str) -> None:
     state = torch.load(path, map_location="cpu", weights_only=True)
     state = state.get("state_dict", state)
     state = {k.removeprefix("module."): v for k, v in state.items()}
-    missing, unexpected = model.load_state_dict(state, strict=False)
-    allowed = {"fc.weight", "fc.bias"} if name == "swav" else set()   # SwAV ships no classifier
-    if set(missing) - allowed or unexpected:
-        raise MissingWeights(f"{name}: {path} does not fit the architecture (missing {sorted(set(missing) - allowed)[:5]}, "
-                                 f"unexpected {sorted(unexpected)[:5]})")
+    try: missing, unexpected = model.load_state_dict(state, strict=False)
+    except RuntimeError as e:   # a tensor of the wrong shape
+        raise MissingWeights(f"{name}: {path} does not fit the architecture: {str(e)[:300]}") from None
+    allowed_missing = {"fc.weight", "fc.bias"} if name == "swav" else set()   # SwAV ships no classifier
+    unexpected = [k for k in unexpected if not (name == "swav" and _swav_head(k))]
+    if set(missing) - allowed_missing or unexpected:
+        raise MissingWeights(f"{name}: {path} does not fit the architecture (missing {sorted(set(missing) - allowed_missing)[:5]}, "
+                             f"unexpected {sorted(unexpected)[:5]})")
 
 class _ClipImageEmbeds(torch.nn.Module):
     "CLIP vision tower + projection, returning {'image_embeds': (n, 768)} like a feature extractor."
@@ -271,11 +364,11 @@ def _clip_model(weights_dir: Path | None, random_weights: bool):
                                  f"cache). On a machine with internet, run {FEATURE_NETWORKS['clip'].how_to_get}.") from e
 
 def load_feature_network(name: str, layers: Sequence[str], weights_dir: Path | None = None,
-                         random_weights: bool = False, device: str = "cpu") -> torch.nn.Module:
+                         random_weights: bool = False, device: str = "cpu", protocol: str | Protocol = "thesis") -> torch.nn.Module:
     """Network `name` in eval mode returning `{layer: features}`; pretrained weights from local files only.
 
     `random_weights=True` builds the architecture with seeded random weights: for tests of the
-    machinery only; its numbers mean nothing.
+    machinery only; its numbers mean nothing. `protocol` picks the weight version (EfficientNet-B1: V1 or V2).
     """
     if name not in FEATURE_NETWORKS: raise KeyError(f"unknown feature network {name!r}; known: {sorted(FEATURE_NETWORKS)}")
     with torch.random.fork_rng(devices=[]):
@@ -286,7 +379,7 @@ def load_feature_network(name: str, layers: Sequence[str], weights_dir: Path | N
             model = _ClipImageEmbeds(_clip_model(weights_dir, random_weights))
         else:
             model = _torchvision_model(name)
-            if not random_weights: _load_state(model, _find_weights(FEATURE_NETWORKS[name], weights_dir), name)
+            if not random_weights: _load_state(model, _find_weights(FEATURE_NETWORKS[name], weights_dir, protocol), name)
             with warnings.catch_warnings():   # torchvision notes that train-mode graphs differ (Inception's aux head)
                 warnings.filterwarnings("ignore", message="NOTE: The nodes obtained by tracing")
                 model = create_feature_extractor(model.eval(), return_nodes=list(layers))
@@ -294,10 +387,10 @@ def load_feature_network(name: str, layers: Sequence[str], weights_dir: Path | N
 
 # %% ../nbs/05_metrics.ipynb #815f00d7
 class Evaluation(dict):
-    "Metric name -> mean value (None when unavailable), with `.per_image`, `.unavailable`, `.notes` and `.table()`."
-    def __init__(self, scores: dict, per_image: pd.DataFrame, unavailable: dict, notes: dict):
+    "Metric name -> mean value (None when unavailable), with `.per_image`, `.unavailable`, `.notes`, `.protocol`, `.table()`."
+    def __init__(self, scores: dict, per_image: pd.DataFrame, unavailable: dict, notes: dict, protocol: str = "thesis"):
         super().__init__(scores)
-        self.per_image, self.unavailable, self.notes = per_image, unavailable, notes
+        self.per_image, self.unavailable, self.notes, self.protocol = per_image, unavailable, notes, protocol
 
     def table(self) -> pd.DataFrame:
         "One row per metric: name, label, value, direction, status and note."
@@ -307,46 +400,50 @@ class Evaluation(dict):
                                   note=self.unavailable.get(k, self.notes.get(k, ""))) for k, v in self.items()])
 
 def extract_features(net_name: str, model: torch.nn.Module, images: np.ndarray, layers: Sequence[str],
-                     batch_size: int = 32, device: str = "cpu", progress: bool = True, desc: str = "") -> dict:
-    "Features `{layer: (n, d) float32}` of `images` through `model`, in batches."
-    spec = FEATURE_NETWORKS[net_name]
+                     batch_size: int = 32, device: str = "cpu", progress: bool = True, desc: str = "",
+                     protocol: str | Protocol = "thesis") -> dict:
+    "Features `{layer: (n, d) float32}` of `images` through `model`, in batches, the images prepared as `protocol` does."
+    spec, p = FEATURE_NETWORKS[net_name], get_protocol(protocol)
+    size = p.net_sizes.get(net_name, spec.size)
     mean = torch.tensor(spec.norm[0], device=device).view(1, 3, 1, 1)
     std = torch.tensor(spec.norm[1], device=device).view(1, 3, 1, 1)
     out = {l: [] for l in layers}
     with torch.inference_mode():
         for b in tqdm(list(_batches(len(images), batch_size)), desc=desc or net_name, disable=not progress, leave=False):
-            x = (to_tensor(images[b], spec.size, device) - mean) / std
+            x = (network_inputs(images[b], size, p, device) - mean) / std
             feats = model(x)
             for l in layers: out[l].append(feats[l].flatten(1).float().cpu())
     return {l: torch.cat(v).numpy() for l, v in out.items()}
 
 def evaluate(gt: np.ndarray, rec: np.ndarray, metrics: Sequence[str] = METRICS, device: str = "cpu",
              batch_size: int = 32, weights_dir: Path | str | None = None, random_weights: bool = False,
-             progress: bool = True) -> Evaluation:
+             progress: bool = True, protocol: str | Protocol = "thesis") -> Evaluation:
     """The reconstruction metrics of `rec` against `gt` (both `(n, H, W, 3) uint8`; sizes may differ).
 
     Returns an `Evaluation`: metric -> mean (None if its weights are missing), per-image values,
-    reasons for unavailable metrics. `random_weights=True` is for tests only (labelled in notes).
+    reasons for unavailable metrics. `random_weights=True` is for tests only (labelled in notes). `protocol`: whose
+    evaluation code to follow (`PROTOCOLS`: "thesis", "mindeye", "brain-diffuser").
     """
     gt, rec = _check_pairs(gt, rec)
+    p = get_protocol(protocol)
     unknown = [m for m in metrics if m not in LOW_LEVEL and registered(FEATURE_METRICS, m, FEATURE_METRIC_MODULES) is None]
     if unknown: raise ValueError(f"unknown metric(s) {unknown}; known: {list(LOW_LEVEL) + list(FEATURE_METRICS)}")
     scores, per_image, unavailable, notes = {}, {}, {}, {}
-    if "pixcorr" in metrics: per_image["pixcorr"] = pixcorr_per_image(gt, rec)
-    if "ssim" in metrics: per_image["ssim"] = ssim_per_image(gt, rec)
+    if "pixcorr" in metrics: per_image["pixcorr"] = pixcorr_per_image(gt, rec, p)
+    if "ssim" in metrics: per_image["ssim"] = ssim_per_image(gt, rec, p)
     by_network: dict[str, list[FeatureMetric]] = {}
     for m in metrics:
         if m in FEATURE_METRICS: by_network.setdefault(FEATURE_METRICS[m].network, []).append(FEATURE_METRICS[m])
     for net_name, ms in by_network.items():
         layers = sorted({m.layer for m in ms})
         try:
-            model = load_feature_network(net_name, layers, weights_dir, random_weights, device)
+            model = load_feature_network(net_name, layers, weights_dir, random_weights, device, p)
         except MissingWeights as e:
             log.warning("%s", e)
             for m in ms: unavailable[m.name] = str(e)
             continue
-        f_gt = extract_features(net_name, model, gt, layers, batch_size, device, progress, f"{net_name} (ground truth)")
-        f_rec = extract_features(net_name, model, rec, layers, batch_size, device, progress, f"{net_name} (reconstructions)")
+        f_gt = extract_features(net_name, model, gt, layers, batch_size, device, progress, f"{net_name} (ground truth)", p)
+        f_rec = extract_features(net_name, model, rec, layers, batch_size, device, progress, f"{net_name} (reconstructions)", p)
         del model
         for m in ms:
             fn = two_way_identification_per_image if m.kind == "identification" else correlation_distance_per_image
@@ -355,5 +452,7 @@ def evaluate(gt: np.ndarray, rec: np.ndarray, metrics: Sequence[str] = METRICS, 
             elif m.note: notes[m.name] = m.note
     for m in metrics:
         scores[m] = float(per_image[m].mean()) if m in per_image else None
-    if "ssim" in metrics: notes["ssim"] = "true 2-D SSIM (scikit-image >= 0.20), grayscale 425 x 425"
-    return Evaluation(scores, pd.DataFrame(per_image), unavailable, notes)
+    if "ssim" in metrics:
+        notes["ssim"] = ("column-wise 1-D SSIM (scikit-image 0.17.2 with multichannel=True)" if p.ssim == "columns"
+                         else "true 2-D SSIM (scikit-image >= 0.20)") + ", grayscale 425 x 425"
+    return Evaluation(scores, pd.DataFrame(per_image), unavailable, notes, p.name)
