@@ -12,8 +12,10 @@ from typing import Callable, Sequence
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from diffusers import (AutoencoderKL, DDIMScheduler, DPMSolverMultistepScheduler, StableDiffusionPipeline,
                        UNet2DConditionModel)
+from diffusers.models.attention_processor import IPAdapterAttnProcessor2_0
 from tqdm.auto import tqdm
 
 from .embeddings import (IP_ADAPTER_WEIGHT, MissingWeights, TokenEncoder, encoder_from_folder,
@@ -23,9 +25,10 @@ from .embeddings import (IP_ADAPTER_WEIGHT, MissingWeights, TokenEncoder, encode
 log = logging.getLogger(__name__)
 
 # %% auto #0
-__all__ = ['log', 'SD15_SCHEDULE', 'SCHEDULERS', 'DECODERS', 'DECODER_MODULES', 'make_scheduler', 'Decoder', 'attach_ip_adapter',
-           'TokenPipeline', 'token_pipeline', 'pipeline_for_call', 'tiny_components', 'tiny_ip_adapter', 'tiny_decoder',
-           'sd15_decoder', 'register_decoder', 'load_decoder', 'reconstruct']
+__all__ = ['log', 'SD15_SCHEDULE', 'SCHEDULERS', 'DECODERS', 'DECODER_MODULES', 'make_scheduler', 'Decoder',
+           'TokensOnlyAttnProcessor', 'attach_ip_adapter', 'TokenPipeline', 'token_pipeline', 'pipeline_for_call',
+           'tiny_components', 'tiny_ip_adapter', 'tiny_decoder', 'sd15_decoder', 'register_decoder', 'load_decoder',
+           'reconstruct']
 
 # %% ../nbs/04_decoding.ipynb #b5ec6943
 SD15_SCHEDULE = dict(num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
@@ -45,8 +48,8 @@ def make_scheduler(name: str = "ddim"):
 class Decoder:
     "SD 1.5 (or a smaller UNet) + IP-Adapter Plus with the projection bypassed: takes tokens directly."
     pipe: StableDiffusionPipeline   # a TokenPipeline
-    text_embeds: torch.Tensor    # (1, L, D) the empty prompt's embedding (text is always empty)
-    uncond: torch.Tensor         # (tokens, width) tokens of a black image: the negative
+    text_embeds: torch.Tensor    # (1, 1, D) placeholder prompt embedding: no layer attends to text (see above)
+    uncond: torch.Tensor         # (tokens, width) the negative: tokens of a zero input
     image_size: int              # output height = width, pixels
     spec: str = ""
     device: str = "cpu"
@@ -57,9 +60,36 @@ class Decoder:
         "(tokens, width) that `reconstruct` expects: (16, 768) for SD 1.5."
         return tuple(self.uncond.shape)
 
+class TokensOnlyAttnProcessor(IPAdapterAttnProcessor2_0):
+    """IP-Adapter cross-attention to the image tokens alone: what IP-Adapter's `IPAttnProcessor2_0` computes when it is
+    given only the image tokens (its text part is then empty and adds zero). Same weights and scale as diffusers' processor."""
+    def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, temb=None, scale=1.0,
+                 ip_adapter_masks=None):
+        _, ip_hidden_states = encoder_hidden_states          # (unread text placeholder, [image tokens per adapter])
+        input_ndim = hidden_states.ndim
+        if input_ndim == 4:
+            batch_size, channel, height, width = hidden_states.shape
+            hidden_states = hidden_states.view(batch_size, channel, height * width).transpose(1, 2)
+        batch_size = hidden_states.shape[0]
+        query = attn.to_q(hidden_states)
+        head_dim = query.shape[-1] // attn.heads
+        query = query.view(batch_size, -1, attn.heads, head_dim).transpose(1, 2)
+        out = torch.zeros(batch_size, query.shape[2], attn.heads * head_dim, dtype=query.dtype, device=query.device)
+        for tokens, s, to_k_ip, to_v_ip in zip(ip_hidden_states, self.scale, self.to_k_ip, self.to_v_ip):
+            if s == 0: continue
+            key = to_k_ip(tokens).view(batch_size, -1, attn.heads, head_dim).transpose(1, 2)
+            value = to_v_ip(tokens).view(batch_size, -1, attn.heads, head_dim).transpose(1, 2)
+            att = F.scaled_dot_product_attention(query, key, value, dropout_p=0.0, is_causal=False)
+            out = out + s * att.transpose(1, 2).reshape(batch_size, -1, attn.heads * head_dim).to(query.dtype)
+        out = attn.to_out[1](attn.to_out[0](out))
+        if input_ndim == 4: out = out.transpose(-1, -2).reshape(batch_size, channel, height, width)
+        if attn.residual_connection: out = out + hidden_states
+        return out / attn.rescale_output_factor
+
 def attach_ip_adapter(pipe, source) -> None:
     """Load IP-Adapter Plus into `pipe` from `source` (an `h94/IP-Adapter`-layout folder, or a state dict
-    `{'image_proj': ..., 'ip_adapter': ...}`) and bypass its projection so that tokens go straight in."""
+    `{'image_proj': ..., 'ip_adapter': ...}`), bypass its projection so that tokens go straight in, and make every
+    cross-attention attend to those tokens alone (`TokensOnlyAttnProcessor`)."""
     kwargs = dict(subfolder="models", weight_name=IP_ADAPTER_WEIGHT, image_encoder_folder=None)
     if isinstance(source, (str, Path)):
         if not (Path(source) / "models" / IP_ADAPTER_WEIGHT).is_file():
@@ -68,6 +98,14 @@ def attach_ip_adapter(pipe, source) -> None:
         source = str(source)
     pipe.load_ip_adapter(source, **kwargs)
     pipe.unet.encoder_hid_proj.image_projection_layers[0] = torch.nn.Identity()
+    processors = {}
+    for name, proc in pipe.unet.attn_processors.items():
+        if isinstance(proc, IPAdapterAttnProcessor2_0):
+            new = TokensOnlyAttnProcessor(proc.hidden_size, proc.cross_attention_dim, proc.num_tokens, proc.scale)
+            new.load_state_dict(proc.state_dict())
+            proc = new.to(proc.to_k_ip[0].weight.device, proc.to_k_ip[0].weight.dtype)
+        processors[name] = proc
+    pipe.unet.set_attn_processor(processors)
 
 class TokenPipeline(StableDiffusionPipeline):
     "Stable Diffusion + IP-Adapter fed one set of image-prompt tokens per image: the embeddings pass as given (see above)."
@@ -90,7 +128,7 @@ def pipeline_for_call(pipe: StableDiffusionPipeline, scheduler: str) -> StableDi
 
 # %% ../nbs/04_decoding.ipynb #212f806c
 def tiny_components(seed: int = 0):
-    "UNet, VAE and empty-text embedding of the `tiny` decoder (random weights, seeded)."
+    "UNet, VAE and placeholder prompt embedding of the `tiny` decoder (random weights, seeded)."
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         unet = UNet2DConditionModel(sample_size=16, in_channels=4, out_channels=4, layers_per_block=1,
@@ -99,7 +137,7 @@ def tiny_components(seed: int = 0):
                                     up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"))
         vae = AutoencoderKL(in_channels=3, out_channels=3, latent_channels=4, block_out_channels=(16, 32), norm_num_groups=8,
                             down_block_types=("DownEncoderBlock2D",) * 2, up_block_types=("UpDecoderBlock2D",) * 2, sample_size=32)
-        text_embeds = torch.randn(1, 8, 32) * 0.5
+        text_embeds = torch.zeros(1, 1, 32)   # a placeholder: no layer attends to text
     return unet.eval(), vae.eval(), text_embeds
 
 def tiny_ip_adapter(unet, seed: int = 0) -> tuple[dict, TokenEncoder]:
@@ -122,11 +160,10 @@ def sd15_decoder(models_root: Path | str | None = None, device: str = "cpu", dty
     base, vae_dir, ip_dir = (weights_folder(r, models_root) for r in ("base", "vae", "ip_adapter"))
     vae = AutoencoderKL.from_pretrained(vae_dir, torch_dtype=dtype, local_files_only=True)
     pipe = TokenPipeline.from_pretrained(base, vae=vae, scheduler=make_scheduler("ddim"), safety_checker=None,
-                                         requires_safety_checker=False, feature_extractor=None, torch_dtype=dtype,
-                                         local_files_only=True).to(device)
+                                         requires_safety_checker=False, feature_extractor=None, text_encoder=None,
+                                         tokenizer=None, torch_dtype=dtype, local_files_only=True).to(device)
     pipe.set_progress_bar_config(disable=True)
-    with torch.inference_mode():
-        text_embeds = pipe.encode_prompt("", device, 1, False)[0]
+    text_embeds = torch.zeros(1, 1, pipe.unet.config.cross_attention_dim, device=device, dtype=dtype)   # never attended to
     encoder = encoder_from_folder(ip_dir, device, dtype)
     uncond = encoder.uncond()
     del encoder

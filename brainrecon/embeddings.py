@@ -122,14 +122,18 @@ class TokenEncoder:
         return x.to(self.device, self.dtype)
 
     @torch.inference_mode()
-    def __call__(self, images: np.ndarray) -> torch.Tensor:
-        "Tokens of `images` (uint8 `(n, H, W, 3)`): `(n, tokens, width)` float32 on the CPU."
-        hidden = self.image_encoder(self.preprocess(images), output_hidden_states=True).hidden_states[-2]
+    def tokens_from_pixels(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        "Tokens of already normalised inputs `(n, 3, S, S)`: `(n, tokens, width)` float32 on the CPU."
+        hidden = self.image_encoder(pixel_values.to(self.device, self.dtype), output_hidden_states=True).hidden_states[-2]
         return self.projection(hidden).float().cpu()
 
+    def __call__(self, images: np.ndarray) -> torch.Tensor:
+        "Tokens of `images` (uint8 `(n, H, W, 3)`): `(n, tokens, width)` float32 on the CPU."
+        return self.tokens_from_pixels(self.preprocess(images))
+
     def uncond(self) -> torch.Tensor:
-        "Tokens of a black image: `(tokens, width)`, the negative for classifier-free guidance."
-        return self(np.zeros((1, self.image_size, self.image_size, 3), np.uint8))[0]
+        "The negative for classifier-free guidance, as IP-Adapter makes it: tokens of zero pixel values (after normalisation)."
+        return self.tokens_from_pixels(torch.zeros(1, 3, self.image_size, self.image_size))[0]
 
 # %% ../nbs/03_embeddings.ipynb #389c73e4
 def projection_from_ip_adapter(image_proj: dict) -> torch.nn.Module:
