@@ -18,8 +18,9 @@ from . import data
 from .config import Config, load_config, setup_logging
 
 # %% auto #0
-__all__ = ['app', 'ConfigOpt', 'NsdRootOpt', 'EXPECTED_ERRORS', 'parse_sessions', 'reported', 'show_config', 'mini',
-           'ensure_world', 'prepare', 'serve_app', 'fit', 'reproduce', 'evaluate', 'models', 'main', 'federate']
+__all__ = ['app', 'ConfigOpt', 'NsdRootOpt', 'PresetOpt', 'EXPECTED_ERRORS', 'parse_sessions', 'reported', 'show_config', 'mini',
+           'ensure_world', 'prepare', 'serve_app', 'fit', 'reproduce', 'evaluate', 'models', 'reconstruct_recording',
+           'main', 'federate']
 
 # %% ../nbs/99_cli.ipynb #8dd5b56a
 app = typer.Typer(help="brainrecon: reconstruct seen images from fMRI (mini world by default).",
@@ -27,6 +28,8 @@ app = typer.Typer(help="brainrecon: reconstruct seen images from fMRI (mini worl
 
 ConfigOpt = typer.Option(None, "--config", "-c", help="YAML configuration file (default: brainrecon.yaml or $BRAINRECON_CONFIG)")
 NsdRootOpt = typer.Option(None, "--nsd-root", help="a real NSD copy (default: the mini world)")
+PresetOpt = typer.Option(None, "--preset", help="default, or thesis (sessions 1-37 on NSD, ridge alpha 60000 without selection and "
+                         "re-normalised test predictions, DDIM 100, guidance 7.5)")
 
 def parse_sessions(text: str | None) -> tuple[int, ...] | None:
     "'1-37', '1,2,5' or '1-3,7' as a tuple of 1-based sessions; None stays None."
@@ -56,9 +59,16 @@ def _config(config_file, **overrides) -> Config:
 
 # %% ../nbs/99_cli.ipynb #b5fbfae1
 @app.command("config")
-def show_config(config_file: Optional[Path] = ConfigOpt):
-    "Print the effective configuration as YAML."
-    typer.echo(yaml.safe_dump(_config(config_file).to_dict(), sort_keys=False), nl=False)
+def show_config(config_file: Optional[Path] = ConfigOpt, preset: Optional[str] = PresetOpt):
+    "Print the effective configuration as YAML, with the settings of its preset."
+    from brainrecon.config import PRESETS
+    cfg = _config(config_file, preset=preset)
+    sessions = PRESETS[cfg.preset]["sessions"]
+    settings = dict(sessions_on_nsd="every session present" if sessions is None else f"{sessions[0]}-{sessions[-1]}",
+                    ridge=cfg.ridge_settings, decoding=cfg.decoding_settings,
+                    negative="tokens of a zero input (IP-Adapter's get_image_embeds)")
+    settings["ridge"]["alphas"] = "GCV over 10 values 1e1..1e6" if settings["ridge"]["alphas"] is None else list(settings["ridge"]["alphas"])
+    typer.echo(yaml.safe_dump({**cfg.to_dict(), "settings": settings}, sort_keys=False), nl=False)
 
 @app.command()
 def mini(config_file: Optional[Path] = ConfigOpt,
@@ -110,11 +120,12 @@ def serve_app(port: int = typer.Option(8866, help="port to serve on (127.0.0.1 o
               subject: int = typer.Option(1, "--subject", "-s", help="subject of --export-examples"),
               n: int = typer.Option(3, "-n", help="stimuli written by --export-examples"),
               config_file: Optional[Path] = ConfigOpt, nsd_root: Optional[Path] = NsdRootOpt,
-              run_dir: Optional[Path] = typer.Option(None, help="run folder (default: config run_dir)")):
+              run_dir: Optional[Path] = typer.Option(None, help="run folder (default: config run_dir)"),
+              preset: Optional[str] = PresetOpt):
     "Serve the dashboard (nbs/app.ipynb) with Voila on 127.0.0.1, behind a token."
     import subprocess
     from brainrecon import app_actions, app_serve, app_store
-    cfg = _config(config_file, nsd_root=nsd_root, run_dir=run_dir)
+    cfg = _config(config_file, nsd_root=nsd_root, run_dir=run_dir, preset=preset)
     if export_examples is not None:
         ensure_world(cfg)
         with reported():
@@ -139,21 +150,20 @@ def serve_app(port: int = typer.Option(8866, help="port to serve on (127.0.0.1 o
 # %% ../nbs/99_cli.ipynb #9f202190
 @app.command()
 def fit(subject: Optional[list[int]] = typer.Option(None, "--subject", "-s", help="subject(s) (default: config subjects)"),
-        cv: str = typer.Option("gcv", help="alpha selection: gcv, loo, a number of folds, or none (first alpha only)"),
-        alpha: Optional[list[float]] = typer.Option(None, "--alpha", help="alpha grid (repeat the option; default: 10 values 1e1..1e6)"),
+        cv: Optional[str] = typer.Option(None, help="alpha selection: gcv, loo, a number of folds, or none (first alpha only); default: the preset's"),
+        alpha: Optional[list[float]] = typer.Option(None, "--alpha", help="alpha grid (repeat the option; default: the preset's: 10 values 1e1..1e6, thesis 60000)"),
         per_target: bool = typer.Option(False, help="choose alpha per target instead of one for all"),
-        renormalize: bool = typer.Option(False, help="TRANSDUCTIVE thesis re-normalisation of test predictions"),
-        config_file: Optional[Path] = ConfigOpt, nsd_root: Optional[Path] = NsdRootOpt):
+        renormalize: Optional[bool] = typer.Option(None, "--renormalize/--no-renormalize", help="TRANSDUCTIVE thesis re-normalisation of test predictions (default: the preset's)"),
+        config_file: Optional[Path] = ConfigOpt, nsd_root: Optional[Path] = NsdRootOpt, preset: Optional[str] = PresetOpt):
     "Fit single-subject ridge (RR) from prepared voxels to target tokens; predicts the test tokens."
-    from brainrecon.ridge import DEFAULT_ALPHAS
-    from brainrecon.rr import fit_subject
-    cfg = _config(config_file, nsd_root=nsd_root)
+    from brainrecon.rr import PRESET, fit_subject
+    cfg = _config(config_file, nsd_root=nsd_root, preset=preset)
     ensure_world(cfg)
-    cv_value = None if cv == "none" else int(cv) if cv.isdigit() else cv
+    cv_value = PRESET if cv is None else None if cv == "none" else int(cv) if cv.isdigit() else cv
     for s in (tuple(subject) if subject else cfg.subjects):
         with reported():
-            res = fit_subject(cfg, s, alphas=alpha or DEFAULT_ALPHAS, cv=cv_value, alpha_per_target=per_target,
-                              renormalize=renormalize)
+            res = fit_subject(cfg, s, alphas=alpha or PRESET, cv=cv_value, alpha_per_target=per_target,
+                              renormalize=PRESET if renormalize is None else renormalize)
         typer.echo(f"subject {s}: alpha {res['alpha']:g}, test 2-way identification of tokens {res['token_identification']:.3f} "
                    f"-> {cfg.model_dir('RR', s)}")
 
@@ -163,13 +173,14 @@ def reproduce(config_file: Optional[Path] = ConfigOpt, nsd_root: Optional[Path] 
               figures_dir: Optional[Path] = typer.Option(None, help="figures folder (default: config figures_dir)"),
               only: Optional[list[str]] = typer.Option(None, help="run only experiment notebooks whose name contains this"),
               param: Optional[list[str]] = typer.Option(None, "--param", "-p", help="NAME=VALUE (YAML) for notebooks declaring NAME"),
-              force: bool = typer.Option(False, help="rerun stages even when they are up to date")):
+              force: bool = typer.Option(False, help="rerun stages even when they are up to date"),
+              preset: Optional[str] = PresetOpt):
     """Run the experiment notebooks with papermill: executed notebooks into run_dir, figures into figures_dir.
 
     A stage whose notebook, parameters, library code and upstream stages are unchanged, and whose outputs exist, is
     skipped; an interrupted run resumes at the first stage that did not finish."""
     from brainrecon.reproduce import reproduce as run_all
-    cfg = _config(config_file, nsd_root=nsd_root, run_dir=run_dir, figures_dir=figures_dir)
+    cfg = _config(config_file, nsd_root=nsd_root, run_dir=run_dir, figures_dir=figures_dir, preset=preset)
     parameters = {}
     for item in param or []:
         name, eq, value = item.partition("=")
@@ -233,6 +244,43 @@ def models(config_file: Optional[Path] = ConfigOpt,
         for repo in dict.fromkeys(bad.repository): typer.echo(f"  {repo}", err=True)
         raise typer.Exit(1)
     typer.echo("all weight files present and readable")
+
+@app.command("reconstruct")
+def reconstruct_recording(recording: Path = typer.Argument(..., help="a .npy vector of one subject's nsdgeneral voxels, % signal change"),
+                          subject: int = typer.Option(..., "--subject", "-s", help="whose recording it is"),
+                          pipeline: str = typer.Option("RR", help="RR (ridge) or BG (federated)"),
+                          out: Path = typer.Option(..., "--out", "-o", help="the reconstruction, a .png"),
+                          steps: Optional[int] = typer.Option(None, help="sampler steps (default: the preset's, 100)"),
+                          scheduler: Optional[str] = typer.Option(None, help="ddim or dpm++ (default: the preset's)"),
+                          guidance: Optional[float] = typer.Option(None, help="classifier-free guidance (default: the preset's)"),
+                          seed: int = typer.Option(0, help="noise seed"),
+                          config_file: Optional[Path] = ConfigOpt, nsd_root: Optional[Path] = NsdRootOpt,
+                          preset: Optional[str] = PresetOpt):
+    "Reconstruct the image a recording saw, with a fitted RR or BG model and the configured decoder (the dashboard's button)."
+    import numpy as np
+    from PIL import Image
+    from brainrecon.app_actions import check_parameters, get_decoder, predict_tokens
+    from brainrecon.config import PIPELINES, atomic_path
+    from brainrecon.decoding import reconstruct
+    cfg = _config(config_file, nsd_root=nsd_root, preset=preset)
+    if pipeline not in PIPELINES: raise typer.BadParameter(f"must be one of {PIPELINES}", param_hint="--pipeline")
+    if out.suffix.lower() != ".png": raise typer.BadParameter("the output must be a .png file", param_hint="--out")
+    settings = cfg.decoding_settings
+    steps, scheduler = steps or settings["steps"], scheduler or settings["scheduler"]
+    guidance = settings["guidance"] if guidance is None else guidance
+    with reported():
+        check_parameters(steps, scheduler, guidance, seed)
+        voxels = np.load(recording, allow_pickle=False)
+        if voxels.ndim != 1 or not np.issubdtype(voxels.dtype, np.floating) or not np.isfinite(voxels).all():
+            raise ValueError(f"{recording}: expected a finite 1-D float array of voxels, got {voxels.dtype} {voxels.shape}")
+        ensure_world(cfg)
+        tokens = predict_tokens(cfg, pipeline, subject, voxels)
+        decoder = get_decoder(cfg)
+        image = reconstruct(decoder, tokens, steps=steps, scheduler=scheduler, guidance_scale=guidance,
+                            ip_scale=settings["ip_scale"], seed=seed)[0]
+        with atomic_path(out) as tmp: Image.fromarray(image).save(tmp, format="PNG")
+    typer.echo(f"subject {subject}, {pipeline}, {decoder.spec} decoder, {scheduler} {steps} steps, guidance {guidance}, "
+               f"seed {seed} ({cfg.preset} preset) -> {out}")
 
 def main():
     "Console entry point `brainrecon`."

@@ -18,7 +18,7 @@ import torch
 import yaml
 
 # %% auto #0
-__all__ = ['PIPELINES', 'RUN_FOLDERS', 'ENV_PREFIX', 'find_project_root', 'subject_folder', 'Config', 'load_config',
+__all__ = ['PIPELINES', 'RUN_FOLDERS', 'PRESETS', 'ENV_PREFIX', 'find_project_root', 'subject_folder', 'Config', 'load_config',
            'atomic_path', 'resolve_device', 'setup_logging']
 
 # %% ../nbs/00_config.ipynb #6de4eabe
@@ -47,6 +47,16 @@ RUN_FOLDERS = {   # every product of a run, named here once: run_dir/<folder>
     "app": "app",                          # the dashboard's database and files
 }
 
+PRESETS = {   # settings a study runs with; the config's `preset` names one
+    # brainrecon's choices: alpha chosen by GCV on the training images, no look at the test set; DDIM 100
+    "default": dict(sessions=None, ridge=dict(alphas=None, cv="gcv", renormalize=False),
+                    decoding=dict(steps=100, interactive_steps=50, scheduler="ddim", guidance=None, ip_scale=1.0)),
+    # the thesis as it ran: NSD sessions 1-37 (982 test images), ridge alpha 60,000 without selection and the test
+    # predictions re-normalised with their own statistics (transductive), DDIM 100, guidance 7.5, IP scale 1
+    "thesis": dict(sessions=tuple(range(1, 38)), ridge=dict(alphas=(60000.0,), cv=None, renormalize=True),
+                   decoding=dict(steps=100, interactive_steps=100, scheduler="ddim", guidance=7.5, ip_scale=1.0)),
+}
+
 def subject_folder(subject: int) -> str:
     "The folder name of one subject's products, as NSD names its subjects: `subj01`."
     return f"subj{subject:02d}"
@@ -69,6 +79,10 @@ class Config:
     seeds: tuple[int, ...] = (0, 1, 2)    # one reconstruction per test image and seed
     device: str = "auto"                  # "auto" (cuda if available), "cpu", "cuda", "cuda:1", ...
     mini_seed: int = 0                    # seed of the mini-NSD generator
+    preset: str = "default"              # "default" or "thesis": ridge and decoding settings (`PRESETS`)
+
+    def __post_init__(self):
+        if self.preset not in PRESETS: raise ValueError(f"preset must be one of {tuple(PRESETS)}, got {self.preset!r}")
 
     @property
     def world(self) -> str:
@@ -89,6 +103,18 @@ class Config:
     def decoder_spec(self) -> str:
         "The decoder the configuration implies (a `load_decoder` spec): 'mini' or 'sd15'."
         return "mini" if self.models == "mini" else "sd15"
+
+    @property
+    def ridge_settings(self) -> dict:
+        "RR's settings under the preset: `alphas` (None: the default grid), `cv`, `renormalize` (transductive)."
+        return dict(PRESETS[self.preset]["ridge"])
+
+    @property
+    def decoding_settings(self) -> dict:
+        "Decoding settings under the preset: steps, interactive_steps (the dashboard), scheduler, guidance, ip_scale."
+        s = dict(PRESETS[self.preset]["decoding"])
+        if s["guidance"] is None: s["guidance"] = 3.0 if self.models == "mini" else 7.5   # the mini decoder is trained for 3
+        return s
 
     @property
     def nsd_path(self) -> Path:
@@ -143,6 +169,8 @@ def _coerce(name: str, value: Any, base: Path) -> Any:
         except (TypeError, ValueError): raise ValueError(f"config field {name!r}: expected integers, got {value!r}") from None
     if name == "mini_seed":
         return int(value)
+    if name == "preset" and str(value) not in PRESETS:
+        raise ValueError(f"config field 'preset' must be one of {tuple(PRESETS)}, got {value!r}")
     return str(value)
 
 def _check_keys(keys, source: str):
@@ -179,6 +207,8 @@ def load_config(path: Path | str | None = None, root: Path | str | None = None, 
     overrides = {k: v for k, v in overrides.items() if v is not None}
     _check_keys(overrides, "load_config overrides")
     values.update({k: _coerce(k, v, Path.cwd()) for k, v in overrides.items()})
+    # a preset's sessions apply to real NSD when no sessions were given (the mini world has only its own few)
+    if values["sessions"] is None and values["nsd_root"] is not None: values["sessions"] = PRESETS[values["preset"]]["sessions"]
     return Config(**values)
 
 # %% ../nbs/00_config.ipynb #1052ba3a

@@ -26,14 +26,16 @@ from .config import atomic_path
 log = logging.getLogger(__name__)
 
 # %% auto #0
-__all__ = ['log', 'SUBJECTS', 'NSD_SESSIONS', 'BETA_SCALE', 'BETAS_FORMATS', 'CACHE_VERSION', 'expdesign_path', 'stimuli_path',
-           'mask_path', 'betas_path', 'find_betas', 'available_sessions', 'required_files', 'NSDDataError', 'ExpDesign',
-           'load_expdesign', 'TrialTable', 'trial_table', 'load_mask', 'betas_shape', 'read_session', 'PreparedSubject',
-           'prepare_subject', 'load_stimuli', 'voxel_statistics', 'zscore_with', 'zscore_voxels', 'repeat_reliability']
+__all__ = ['log', 'SUBJECTS', 'NSD_SESSIONS', 'THESIS_SESSIONS', 'BETA_SCALE', 'BETAS_FORMATS', 'CACHE_VERSION', 'expdesign_path',
+           'stimuli_path', 'mask_path', 'betas_path', 'find_betas', 'available_sessions', 'required_files',
+           'NSDDataError', 'ExpDesign', 'load_expdesign', 'TrialTable', 'trial_table', 'load_mask', 'betas_shape',
+           'read_session', 'PreparedSubject', 'prepare_subject', 'load_stimuli', 'voxel_statistics', 'zscore_with',
+           'zscore_voxels', 'repeat_reliability']
 
 # %% ../nbs/01_data.ipynb #a358416d
 SUBJECTS = (1, 2, 5, 7)            # the NSD subjects that finished all 40 sessions
 NSD_SESSIONS = 40                  # sessions per subject in NSD
+THESIS_SESSIONS = 37               # the sessions Brain-Diffuser and the thesis used (the last 3 were released later)
 BETA_SCALE = 300.0                 # stored int16 betas = percent signal change x 300
 BETAS_FORMATS = ("nii.gz", "hdf5")
 
@@ -318,7 +320,13 @@ def prepare_subject(nsd_root, subject: int, sessions: Sequence[int] | None = Non
     if not 1 <= subject <= design.subjectim.shape[0]:
         raise NSDDataError(f"subject {subject} is not in the experimental design {expdesign_path(nsd_root)} "
                            f"(subjectim has {design.subjectim.shape[0]} subjects)")
-    sessions = tuple(sorted(set(sessions))) if sessions is not None else tuple(available_sessions(nsd_root, subject))
+    if sessions is None:
+        sessions = tuple(available_sessions(nsd_root, subject))
+        if len(sessions) > THESIS_SESSIONS:
+            log.warning("subject %d: using all %d sessions present; the test set then holds the shared images of all %d, not "
+                        "the 982 of the thesis (sessions 1-%d): set `sessions: 1-%d` or use the thesis preset to compare with it",
+                        subject, len(sessions), len(sessions), THESIS_SESSIONS, THESIS_SESSIONS)
+    sessions = tuple(sorted(set(sessions)))
     if not sessions:
         raise FileNotFoundError(f"subject {subject}: no betas files under "
                                 f"{betas_path(nsd_root, subject, 1).parent} (expected betas_sessionNN.nii.gz or .hdf5)")

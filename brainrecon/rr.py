@@ -19,13 +19,21 @@ from .metrics import two_way_identification
 from .ridge import DEFAULT_ALPHAS, RidgeDecoder, load_ridge, renormalize_predictions, save_ridge
 
 # %% auto #0
-__all__ = ['fit_subject', 'predict']
+__all__ = ['PRESET', 'fit_subject', 'predict']
 
 # %% ../nbs/09_rr.ipynb #0421404b
-def fit_subject(cfg: Config, subject: int, alphas: Sequence[float] = DEFAULT_ALPHAS, cv: str | int | None = "gcv",
-                alpha_per_target: bool = False, renormalize: bool = False, oracle: bool = False,
+PRESET = "preset"   # an argument left to the configuration's preset (`Config.ridge_settings`)
+
+def fit_subject(cfg: Config, subject: int, alphas: Sequence[float] | str = PRESET, cv: str | int | None = PRESET,
+                alpha_per_target: bool = False, renormalize: bool | str = PRESET, oracle: bool = False,
                 progress: bool = True) -> dict:
-    "Fit RR for `subject` on the configuration's data and encoder; write model, test predictions and a summary."
+    """Fit RR for `subject` on the configuration's data and encoder; write model, test predictions and a summary.
+    `alphas`, `cv` and `renormalize` default to the preset's (default: GCV over `DEFAULT_ALPHAS`, no re-normalisation;
+    thesis: alpha 60,000 without selection, test predictions re-normalised with their own statistics)."""
+    preset = cfg.ridge_settings
+    if alphas == PRESET: alphas = preset["alphas"] or DEFAULT_ALPHAS
+    if cv == PRESET: cv = preset["cv"]
+    if renormalize == PRESET: renormalize = preset["renormalize"]
     prep = prepare_subject(cfg.nsd_path, subject, cfg.sessions, out_dir=cfg.prepared_dir(subject), progress=progress)
     y_train, y_test, uncond = subject_tokens(cfg, prep, progress=progress)
     x_train, x_test = prep.train_fmri, prep.test_fmri
@@ -46,7 +54,7 @@ def fit_subject(cfg: Config, subject: int, alphas: Sequence[float] = DEFAULT_ALP
                token_shape=list(y_test.shape[1:]), subject=subject, sessions=list(prep.sessions), n_voxels=prep.n_voxels)
     np.save(out / "test_pred.npy", pred)
     np.save(out / "test_ids.npy", prep.test_ids)
-    summary = dict(subject=subject, oracle=oracle, renormalized=renormalize, n_train=len(y_train), n_test=len(y_test),
+    summary = dict(subject=subject, preset=cfg.preset, oracle=oracle, renormalized=renormalize, n_train=len(y_train), n_test=len(y_test),
                    n_voxels=prep.n_voxels, alpha=model.alpha_ if not alpha_per_target else float(np.median(model.alpha_)),
                    cv=str(cv), token_identification=two_way_identification(y_test.reshape(len(y_test), -1), pred.reshape(len(pred), -1)),
                    token_r2=float(1 - ((pred - y_test) ** 2).sum() / ((y_test - y_train.mean(0)) ** 2).sum()))
