@@ -32,11 +32,11 @@ from .data import PreparedSubject, load_stimuli, stimuli_path
 log = logging.getLogger(__name__)
 
 # %% auto #0
-__all__ = ['log', 'WEIGHTS', 'IP_ADAPTER_WEIGHT', 'TINY', 'ENCODERS', 'ENCODER_MODULES', 'MissingWeights', 'weights_folder',
-           'check_weights', 'TokenEncoder', 'projection_from_ip_adapter', 'read_ip_adapter', 'encoder_from_folder',
-           'tiny_encoder_modules', 'tiny_encoder', 'resampler_to_ip_adapter_keys', 'ip_attention_keys',
-           'write_ip_adapter_folder', 'registered', 'register_encoder', 'load_encoder', 'extract_tokens',
-           'stimulus_tokens', 'subject_tokens']
+__all__ = ['log', 'WEIGHTS', 'IP_ADAPTER_WEIGHT', 'TINY', 'ENCODERS', 'ENCODER_MODULES', 'TOKENS_VERSION', 'MissingWeights',
+           'weights_folder', 'check_weights', 'TokenEncoder', 'projection_from_ip_adapter', 'read_ip_adapter',
+           'encoder_from_folder', 'tiny_encoder_modules', 'tiny_encoder', 'resampler_to_ip_adapter_keys',
+           'ip_attention_keys', 'write_ip_adapter_folder', 'registered', 'register_encoder', 'load_encoder',
+           'extract_tokens', 'stimulus_tokens', 'subject_tokens']
 
 # %% ../nbs/03_embeddings.ipynb #f6752c06
 WEIGHTS = {   # role -> (Hugging Face repository, local folder name, files that must exist, in diffusers/HF layout)
@@ -290,6 +290,8 @@ def extract_tokens(images: np.ndarray, encoder: TokenEncoder, batch_size: int = 
     return out
 
 # %% ../nbs/03_embeddings.ipynb #e073b28b
+TOKENS_VERSION = 2   # 2: the uncond tokens are those of a zero input (1: of a black image); older caches are recomputed
+
 def stimulus_tokens(nsd_root, ids: np.ndarray, encoder: TokenEncoder, out_path: Path | str,
                     batch_size: int = 32, progress: bool = True) -> tuple[np.ndarray, np.ndarray]:
     "Tokens `(n, tokens, width)` of NSD stimuli `ids` and the uncond tokens `(tokens, width)`, cached at `out_path` (.npy)."
@@ -297,7 +299,7 @@ def stimulus_tokens(nsd_root, ids: np.ndarray, encoder: TokenEncoder, out_path: 
     ids = np.asarray(ids, np.int64)
     src = stimuli_path(nsd_root)
     st = src.stat()
-    manifest = {"encoder": encoder.spec, "encoder_fingerprint": encoder.fingerprint, "token_shape": list(encoder.token_shape),
+    manifest = {"version": TOKENS_VERSION, "encoder": encoder.spec, "encoder_fingerprint": encoder.fingerprint, "token_shape": list(encoder.token_shape),
                 "stimuli": str(src.resolve()), "stimuli_size": st.st_size, "stimuli_mtime_ns": st.st_mtime_ns,
                 "ids_sha256": hashlib.sha256(ids.tobytes()).hexdigest(), "n": int(len(ids))}
     meta = out_path.with_suffix(".json")
