@@ -19,7 +19,7 @@ from diffusers.models.attention_processor import IPAdapterAttnProcessor2_0
 from tqdm.auto import tqdm
 
 from .embeddings import (IP_ADAPTER_WEIGHT, MissingWeights, TokenEncoder, encoder_from_folder,
-                                   ip_attention_keys, registered, resampler_to_ip_adapter_keys, tiny_encoder_modules,
+                                   ip_attention_keys, register_in, registered, resampler_to_ip_adapter_keys, tiny_encoder_modules,
                                    weights_folder)
 
 log = logging.getLogger(__name__)
@@ -175,12 +175,9 @@ def sd15_decoder(models_root: Path | str | None = None, device: str = "cpu", dty
 DECODERS: dict[str, Callable[..., Decoder]] = {}   # spec -> builder(device=, dtype=, models_root=)
 DECODER_MODULES = {"mini": "brainrecon.mini"}      # specs a later chapter registers -> its module
 
-def register_decoder(spec: str):
+def register_decoder(spec: str) -> Callable:
     "Decorator: `load_decoder(spec)` builds the decoder with the decorated `builder(device, dtype, models_root)`."
-    def register(builder: Callable[..., Decoder]) -> Callable[..., Decoder]:
-        DECODERS[spec] = builder
-        return builder
-    return register
+    return register_in(DECODERS, spec)
 
 @register_decoder("tiny")
 def _tiny(device: str, dtype: torch.dtype, models_root) -> Decoder: return tiny_decoder(device=device)

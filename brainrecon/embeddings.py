@@ -35,8 +35,8 @@ log = logging.getLogger(__name__)
 __all__ = ['log', 'WEIGHTS', 'IP_ADAPTER_WEIGHT', 'TINY', 'ENCODERS', 'ENCODER_MODULES', 'TOKENS_VERSION', 'MissingWeights',
            'weights_folder', 'check_weights', 'TokenEncoder', 'projection_from_ip_adapter', 'read_ip_adapter',
            'encoder_from_folder', 'tiny_encoder_modules', 'tiny_encoder', 'resampler_to_ip_adapter_keys',
-           'ip_attention_keys', 'write_ip_adapter_folder', 'registered', 'register_encoder', 'load_encoder',
-           'extract_tokens', 'stimulus_tokens', 'subject_tokens']
+           'ip_attention_keys', 'write_ip_adapter_folder', 'registered', 'register_in', 'register_encoder',
+           'load_encoder', 'extract_tokens', 'stimulus_tokens', 'subject_tokens']
 
 # %% ../nbs/03_embeddings.ipynb #f6752c06
 WEIGHTS = {   # role -> (Hugging Face repository, local folder name, files that must exist, in diffusers/HF layout)
@@ -251,12 +251,16 @@ def registered(registry: dict, name: str, modules: dict[str, str]) -> Callable |
     if name not in registry and name in modules: importlib.import_module(modules[name])
     return registry.get(name)
 
-def register_encoder(spec: str):
-    "Decorator: `load_encoder(spec)` builds the encoder with the decorated `builder(device, dtype, models_root)`."
-    def register(builder: Callable[..., TokenEncoder]) -> Callable[..., TokenEncoder]:
-        ENCODERS[spec] = builder
+def register_in(registry: dict, name: str) -> Callable:
+    "Decorator: keep the decorated builder in `registry` under `name` (a registry of specs, such as `ENCODERS`)."
+    def register(builder: Callable) -> Callable:
+        registry[name] = builder
         return builder
     return register
+
+def register_encoder(spec: str) -> Callable:
+    "Decorator: `load_encoder(spec)` builds the encoder with the decorated `builder(device, dtype, models_root)`."
+    return register_in(ENCODERS, spec)
 
 @register_encoder("tiny")
 def _tiny(device: str, dtype: torch.dtype, models_root) -> TokenEncoder: return tiny_encoder(device=device)
