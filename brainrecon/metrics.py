@@ -55,16 +55,15 @@ class Protocol:
     name: str
     pre_size: int | None       # both image sets first resized to this (MindEye: 256), kept as float
     pixel_resize: str          # to 425 for PixCorr/SSIM: "torch-aa" | "torch" (bilinear, antialiased or not) | "pil-bicubic"
-    resize_gt: bool            # whether the ground truth is resized for PixCorr/SSIM (when it is 425 already)
     ssim: str                  # "2d" or "columns" (1-D SSIM of each column, averaged)
     net_resize: str            # to the networks' input size: "torch-aa" | "torch" | "pil-bilinear"
     net_sizes: dict            # feature network -> input size, where it differs from the network's default
     weight_files: dict         # feature network -> (weight file, how to get it), where the version differs
 
 PROTOCOLS = {p.name: p for p in (
-    Protocol("thesis", None, "torch-aa", True, "2d", "torch-aa", {}, {}),
-    Protocol("mindeye", 256, "torch", True, "2d", "torch", {}, {}),
-    Protocol("brain-diffuser", None, "pil-bicubic", False, "columns", "pil-bilinear",
+    Protocol("thesis", None, "torch-aa", "2d", "torch-aa", {}, {}),
+    Protocol("mindeye", 256, "torch", "2d", "torch", {}, {}),
+    Protocol("brain-diffuser", None, "pil-bicubic", "columns", "pil-bilinear",
              dict(alexnet=224, inception=224, clip=224, effnet=224, swav=224),
              dict(effnet=("efficientnet_b1_rwightman-bac287d4.pth",
                          "python -c \"import torchvision; torchvision.models.efficientnet_b1(weights='IMAGENET1K_V1')\""))),
@@ -79,7 +78,8 @@ def get_protocol(protocol: str | Protocol) -> Protocol:
 def resized(images: np.ndarray, size: int, how: str, pre_size: int | None = None, dtype=torch.float64) -> torch.Tensor:
     """uint8 `(n, H, W, 3)` -> `(n, 3, size, size)` in [0, 1] as a protocol resizes: "torch-aa" / "torch" (torchvision
     bilinear on float tensors, with / without antialiasing, after an optional `pre_size` step), "pil-bicubic" (Pillow's
-    default filter, rounded to uint8) or "pil-bilinear" (Pillow, always antialiased)."""
+    default filter, rounded to uint8) or "pil-bilinear" (Pillow, always antialiased). An image already at a step's
+    size is left as it is (Pillow copies it): so Brain-Diffuser's 425 x 425 stimuli are never resized."""
     if how.startswith("pil"):
         if pre_size is not None: raise ValueError("a Pillow resize has no pre-resize step in any protocol")
         resample = {"pil-bicubic": Image.BICUBIC, "pil-bilinear": Image.BILINEAR}[how]
@@ -91,11 +91,9 @@ def resized(images: np.ndarray, size: int, how: str, pre_size: int | None = None
         if x.shape[-2:] != (s, s): x = TF.resize(x, [s, s], InterpolationMode.BILINEAR, antialias=how == "torch-aa")
     return x
 
-def pixel_inputs(images: np.ndarray, protocol: str | Protocol, gt: bool = False) -> torch.Tensor:
-    "The `(n, 3, 425, 425)` float64 images in [0, 1] that `protocol` computes PixCorr and SSIM on (`gt`: the ground truth)."
+def pixel_inputs(images: np.ndarray, protocol: str | Protocol) -> torch.Tensor:
+    "The `(n, 3, 425, 425)` float64 images in [0, 1] that `protocol` computes PixCorr and SSIM on."
     p = get_protocol(protocol)
-    if gt and not p.resize_gt and images.shape[1:3] == (PIXEL_SIZE, PIXEL_SIZE):
-        return torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).double() / 255
     return resized(images, PIXEL_SIZE, p.pixel_resize, p.pre_size)
 
 def network_inputs(images: np.ndarray, size: int, protocol: str | Protocol, device: str = "cpu") -> torch.Tensor:
@@ -117,7 +115,7 @@ def pixcorr_per_image(gt: np.ndarray, rec: np.ndarray, protocol: str | Protocol 
     gt, rec = _check_pairs(gt, rec)
     out = []
     for b in _batches(len(gt), batch_size):
-        g = pixel_inputs(gt[b], protocol, gt=True).flatten(1)
+        g = pixel_inputs(gt[b], protocol).flatten(1)
         r = pixel_inputs(rec[b], protocol).flatten(1)
         g, r = g - g.mean(1, keepdim=True), r - r.mean(1, keepdim=True)
         out.append(((g * r).sum(1) / (g.norm(dim=1) * r.norm(dim=1))).numpy())
@@ -156,7 +154,7 @@ def ssim_per_image(gt: np.ndarray, rec: np.ndarray, protocol: str | Protocol = "
     w = torch.tensor(_GRAY, dtype=torch.float64).view(1, 3, 1, 1)
     out = []
     for b in _batches(len(gt), batch_size):
-        g = (pixel_inputs(gt[b], p, gt=True) * w).sum(1, keepdim=True)
+        g = (pixel_inputs(gt[b], p) * w).sum(1, keepdim=True)
         r = (pixel_inputs(rec[b], p) * w).sum(1, keepdim=True)
         out.append(_ssim_gray(r, g, columns=p.ssim == "columns").numpy())
     return np.concatenate(out)
