@@ -257,9 +257,9 @@ def reconstruct_recording(recording: Path = typer.Argument(..., help="a .npy vec
                           config_file: Optional[Path] = ConfigOpt, nsd_root: Optional[Path] = NsdRootOpt,
                           preset: Optional[str] = PresetOpt):
     "Reconstruct the image a recording saw, with a fitted RR or BG model and the configured decoder (the dashboard's button)."
-    import numpy as np
     from PIL import Image
-    from brainrecon.app_actions import check_parameters, get_decoder, predict_tokens
+    from brainrecon.app_actions import check_parameters, get_decoder, predict_tokens, subject_voxel_count
+    from brainrecon.app_uploads import Upload, load_voxels
     from brainrecon.config import PIPELINES, atomic_path
     from brainrecon.decoding import reconstruct
     cfg = _config(config_file, nsd_root=nsd_root, preset=preset)
@@ -270,10 +270,9 @@ def reconstruct_recording(recording: Path = typer.Argument(..., help="a .npy vec
     guidance = settings["guidance"] if guidance is None else guidance
     with reported():
         check_parameters(steps, scheduler, guidance, seed)
-        voxels = np.load(recording, allow_pickle=False)
-        if voxels.ndim != 1 or not np.issubdtype(voxels.dtype, np.floating) or not np.isfinite(voxels).all():
-            raise ValueError(f"{recording}: expected a finite 1-D float array of voxels, got {voxels.dtype} {voxels.shape}")
         ensure_world(cfg)
+        # the dashboard's upload checks: a .npy of finite floats, the subject's voxel count, no pickles
+        voxels = load_voxels(Upload(recording.name, recording.read_bytes()), subject_voxel_count(cfg, subject), subject)
         tokens = predict_tokens(cfg, pipeline, subject, voxels)
         decoder = get_decoder(cfg)
         image = reconstruct(decoder, tokens, steps=steps, scheduler=scheduler, guidance_scale=guidance,
