@@ -39,13 +39,16 @@ from .mini_world import ensure_world
 log = logging.getLogger(__name__)
 
 # %% auto #0
-__all__ = ['log', 'MINI_BG', 'ROUND_COLUMNS', 'client_app', 'server_app', 'FLOWER_ENV', 'BGConfig', 'bg_config', 'InputLayer',
-           'ResidualBlock', 'projector', 'Backbone', 'BGModel', 'make_backbone', 'backbone_parameters',
-           'soft_clip_loss', 'bg_loss', 'ala_mix', 'SubjectSite', 'PrivacyError', 'check_backbone_only',
-           'load_personalised', 'predict', 'wire_bytes', 'arrays_wire_bytes', 'federation_settings', 'site_train',
-           'site_evaluate', 'BackboneFedAvg', 'load_server_state', 'serve_rounds', 'federate']
+__all__ = ['log', 'MSE_REFERENCE_SIZE', 'MINI_BG', 'ROUND_COLUMNS', 'client_app', 'server_app', 'FLOWER_ENV', 'BGConfig',
+           'bg_config', 'InputLayer', 'ResidualBlock', 'projector', 'Backbone', 'BGModel', 'make_backbone',
+           'backbone_parameters', 'soft_clip_loss', 'bg_loss', 'ala_mix', 'holdout_rows', 'SubjectSite', 'PrivacyError',
+           'check_backbone_only', 'load_personalised', 'predict', 'wire_bytes', 'arrays_wire_bytes',
+           'federation_settings', 'site_train', 'site_evaluate', 'BackboneFedAvg', 'load_server_state', 'serve_rounds',
+           'federate', 'average_backbones', 'train_sites']
 
 # %% ../nbs/10_federated.ipynb #0a40a3b1
+MSE_REFERENCE_SIZE = 16 * 768   # D of the thesis' tokens: the size at which `mse_weight` has its published value
+
 @dataclass
 class BGConfig:
     "Architecture and training settings of the BG pipeline (defaults: the thesis' real-NSD setting)."
@@ -60,22 +63,32 @@ class BGConfig:
     lr: float = 3e-4
     betas: tuple[float, float] = (0.9, 0.9999)
     weight_decay: float = 1e-2
-    mse_weight: float = 1e4
+    mse_weight: float = 1e4       # at D = 16 x 768; scaled by D / MSE_REFERENCE_SIZE at other token sizes
     tau: float = 0.05
-    ema_decay: float = 0.999
-    ala_tensors: int = 4          # p: the last p backbone tensors are mixed adaptively
-    ala_lr: float = 1.0
-    ala_first_epochs: int = 5     # epochs of mixing-weight training the first time a site mixes
-    ala_fraction: float = 0.8     # share of the site's training images the mixing weights see per epoch
+    upload: str = "local"         # "local": the current local backbone (BrainGuard); "ema": a textbook EMA (ablation)
+    ema_decay: float = 0.999      # used by upload="ema" only
+    ala_tensors: int = 24         # p: the last p backbone tensors are mixed adaptively (BrainGuard: 24)
+    ala_lr: float = 1000.0        # step on the mixing weights (BrainGuard: eta = 1 times 1000)
+    ala_window: int = 10          # first mixing: epochs until the std of the last `window` epoch losses
+    ala_threshold: float = 50.0   # ... falls below `threshold` (BrainGuard's rule; at least window + 1 epochs)
+    ala_max_epochs: int = 100     # a cap on that first phase
     val_fraction: float = 0.1     # training images held out on each site for the best-checkpoint choice
+    train_sessions: int | None = None   # train on the first k sessions' training trials only (test set unchanged)
+    train_backbone: bool = True   # False: only the private input layer learns (adapting a new subject to a frozen backbone)
     seed: int = 0
 
     def __post_init__(self):
         self.token_shape, self.betas = tuple(self.token_shape), tuple(self.betas)
         if self.rounds < 1 or self.batch_size < 2: raise ValueError("rounds must be >= 1 and batch_size >= 2")
         if not 0 < self.val_fraction < 0.5: raise ValueError("val_fraction must be in (0, 0.5)")
+        if self.upload not in ("local", "ema"): raise ValueError(f"upload must be 'local' or 'ema', got {self.upload!r}")
 
-MINI_BG = dict(hidden=256, projector_hidden=256, rounds=30, lr=1e-3, ema_decay=0.95, dropout=0.1)
+    @property
+    def loss_mse_weight(self) -> float:
+        "`mse_weight` scaled to this token size, so that MSE and SoftCLIP keep the thesis' balance."
+        return self.mse_weight * self.token_shape[0] * self.token_shape[1] / MSE_REFERENCE_SIZE
+
+MINI_BG = dict(hidden=256, projector_hidden=256, rounds=90, lr=1e-3, dropout=0.1)
 
 def bg_config(cfg, **overrides) -> BGConfig:
     "The BG settings for a brainrecon `Config`: real-NSD sizes with real weights, mini sizes (`MINI_BG`) in the mini world."
@@ -156,65 +169,79 @@ def bg_loss(pred: torch.Tensor, target: torch.Tensor, mse_weight: float = 1e4, t
 
 # %% ../nbs/10_federated.ipynb #a115389e
 def ala_mix(model: BGModel, global_state: dict, weights: dict | None, x: torch.Tensor, y: torch.Tensor, bg: BGConfig,
-            epochs: int, generator: torch.Generator) -> dict:
+            generator: torch.Generator) -> tuple[dict, int]:
     """Load `global_state` into `model.backbone`, mixing its last `bg.ala_tensors` tensors with the local ones.
 
-    `weights`: the mixing weights from earlier rounds (`None`: start at 1). Returns the updated weights."""
+    `weights`: the mixing weights from earlier rounds (`None`: the first mixing; start at 1 and train them until the
+    loss settles, BrainGuard's rule; otherwise one epoch). Returns the updated weights and the epochs run."""
     local = {k: v.detach().clone() for k, v in model.backbone.state_dict().items()}
     names = list(local)[-bg.ala_tensors:] if bg.ala_tensors else []
     glob = {k: torch.as_tensor(np.asarray(v)).to(local[k]) for k, v in global_state.items()}
+    first = weights is None
     weights = {k: (weights[k].clone() if weights else torch.ones_like(local[k])) for k in names}
-    frozen = {k: (glob[k] if k not in names else None) for k in local}
     def mixed(w):
-        return {k: (local[k] + (glob[k] - local[k]) * w[k]) if k in names else frozen[k] for k in local}
-    if names and epochs > 0:
+        return {k: (local[k] + (glob[k] - local[k]) * w[k]) if k in names else glob[k] for k in local}
+    epochs = 0
+    if names:
         was_training = model.training
         model.eval()
         for w in weights.values(): w.requires_grad_(True)
         opt = torch.optim.SGD(list(weights.values()), lr=bg.ala_lr)
-        n = len(x)
-        for _ in range(epochs):
-            order = torch.randperm(n, generator=generator)[: max(bg.batch_size, int(n * bg.ala_fraction))]
+        losses = []
+        while True:
+            order, total = torch.randperm(len(x), generator=generator), []
             for a in range(0, len(order), bg.batch_size):
                 idx = order[a:a + bg.batch_size]
                 if len(idx) < 2: continue
                 params = {f"backbone.{k}": v for k, v in mixed(weights).items()}
                 pred = torch.func.functional_call(model, params, (x[idx],), strict=False)
-                loss = bg_loss(pred, y[idx], bg.mse_weight, bg.tau)
+                loss = bg_loss(pred, y[idx], bg.loss_mse_weight, bg.tau)
                 opt.zero_grad(); loss.backward(); opt.step()
                 with torch.no_grad():
                     for w in weights.values(): w.clamp_(0, 1)
+                total.append(loss.item())
+            epochs += 1
+            losses.append(float(np.mean(total)))
+            if not first or epochs >= bg.ala_max_epochs: break
+            if len(losses) > bg.ala_window and np.std(losses[-bg.ala_window:]) < bg.ala_threshold: break
         for w in weights.values(): w.requires_grad_(False)
         model.train(was_training)
     with torch.no_grad():
         model.backbone.load_state_dict(mixed(weights))
-    return {k: w.detach() for k, w in weights.items()}
+    return {k: w.detach() for k, w in weights.items()}, epochs
 
 # %% ../nbs/10_federated.ipynb #3021abcd
 def _no_decay(name: str, p: torch.Tensor) -> bool: return p.ndim == 1
+
+def holdout_rows(n: int, fraction: float, seed: int, subject: int) -> tuple[np.ndarray, np.ndarray]:
+    "A site's validation and training rows among its `n` training images (seeded by the run's seed and the subject)."
+    perm = np.random.default_rng([seed, subject]).permutation(n)
+    n_val = max(1, int(round(n * fraction)))
+    return np.sort(perm[:n_val]), np.sort(perm[n_val:])
 
 class SubjectSite:
     "One subject's client: its voxels, private input layer, local backbone and training state, kept in `folder`."
     def __init__(self, cfg, subject: int, bg: BGConfig, folder: Path | str, device: str = "cpu", progress: bool = False):
         self.cfg, self.subject, self.bg, self.device = cfg, subject, bg, device
         self.folder = Path(folder); self.folder.mkdir(parents=True, exist_ok=True)
-        self.prep = prepare_subject(cfg.nsd_path, subject, cfg.sessions, out_dir=cfg.prepared_dir(subject), progress=progress)
+        self.prep = prepare_subject(cfg.nsd_path, subject, cfg.sessions, out_dir=cfg.prepared_dir(subject), progress=progress,
+                                    train_sessions=bg.train_sessions)
         y_train, self.y_test, _ = subject_tokens(cfg, self.prep, progress=progress)
         if tuple(y_train.shape[1:]) != bg.token_shape:
             raise ValueError(f"subject {subject}: target tokens are {y_train.shape[1:]}, the BG model expects {bg.token_shape}")
         self.voxel_mean, self.voxel_std = voxel_statistics(self.prep.train_fmri)
-        n = len(y_train)
-        perm = np.random.default_rng([bg.seed, subject]).permutation(n)
-        n_val = max(1, int(round(n * bg.val_fraction)))
-        self.val_rows, self.train_rows = np.sort(perm[:n_val]), np.sort(perm[n_val:])
+        self.val_rows, self.train_rows = holdout_rows(len(y_train), bg.val_fraction, bg.seed, subject)
         self.y_train = torch.as_tensor(y_train, dtype=torch.float32)
+        self.token_norm = float(self.y_train[self.train_rows].flatten(1).norm(dim=1).mean())
         self.x_val = self._tensor(self.prep.train_fmri[self.val_rows])
+        self.x_mean = self._tensor(self.prep.train_fmri[self.train_rows])    # repeats averaged: what ALA fits on
         self.steps_per_round = bg.local_epochs * -(-len(self.train_rows) // bg.batch_size)
         torch.manual_seed(bg.seed * 1000 + subject)     # each site's own initial input layer
         self.model = BGModel(self.prep.n_voxels, bg).to(device)
-        decay = [p for n_, p in self.model.named_parameters() if not _no_decay(n_, p)]
-        no_decay = [p for n_, p in self.model.named_parameters() if _no_decay(n_, p)]
-        self.opt = torch.optim.AdamW([dict(params=decay, weight_decay=bg.weight_decay), dict(params=no_decay, weight_decay=0.0)],
+        self.model.backbone.requires_grad_(bg.train_backbone)
+        trained = [(n_, p) for n_, p in self.model.named_parameters() if p.requires_grad]
+        self.opt = torch.optim.AdamW([dict(params=[p for n_, p in trained if not _no_decay(n_, p)], weight_decay=bg.weight_decay),
+                                      dict(params=[p for n_, p in trained if _no_decay(n_, p)], weight_decay=0.0)],
                                      lr=bg.lr, betas=bg.betas)
         total = bg.rounds * self.steps_per_round
         self.sched = torch.optim.lr_scheduler.OneCycleLR(self.opt, max_lr=bg.lr, total_steps=total,
@@ -234,7 +261,6 @@ class SubjectSite:
 
     @property
     def n_train(self) -> int: return len(self.train_rows)
-
 
 # %% ../nbs/10_federated.ipynb #8ee4c54a
 @patch
@@ -287,8 +313,10 @@ def _ema_update(self: SubjectSite):
         for e, p in zip(self.ema.parameters(), self.model.backbone.parameters()): e.lerp_(p, 1 - d)
 
 @patch
-def train_round(self: SubjectSite, round_: int, global_state: dict) -> tuple[dict, dict]:
-    "Receive the global backbone, train one round, save; the EMA backbone `{name: array}` to upload and the metrics."
+def train_round(self: SubjectSite, round_: int, global_state: dict | None) -> tuple[dict, dict]:
+    """Receive the global backbone, train one round, save; the backbone `{name: array}` to upload and the metrics.
+
+    `global_state=None`: no server (the BG-local arm): the site goes on from its own backbone."""
     if round_ <= self.round:
         if round_ == self.round and self.upload is not None:
             log.info("subject %d: round %d was done before a restart; answering with the saved upload", self.subject, round_)
@@ -300,12 +328,14 @@ def train_round(self: SubjectSite, round_: int, global_state: dict) -> tuple[dic
     # the voxels of this round: one randomly chosen repeat per training image
     repeats = self.prep.sample_repeats("train", self.rng)
     train_x, train_y = self._tensor(repeats[self.train_rows]), self.y_train[self.train_rows].to(self.device)
-    if round_ == 1:   # the initial global model: taken as is (local and global are equal in kind)
+    ala_epochs = 0
+    if global_state is None: pass
+    elif round_ == 1:   # the initial global model: taken as is (local and global are equal in kind)
         self.model.backbone.load_state_dict({k: torch.as_tensor(np.asarray(v)) for k, v in global_state.items()})
         self.ema.load_state_dict(self.model.backbone.state_dict())
     else:
-        epochs = self.bg.ala_first_epochs if self.ala_weights is None else 1
-        self.ala_weights = ala_mix(self.model, global_state, self.ala_weights, train_x, train_y, self.bg, epochs, self.gen)
+        self.ala_weights, ala_epochs = ala_mix(self.model, global_state, self.ala_weights, self.x_mean, train_y, self.bg,
+                                               self.gen)
     self.model.train()
     losses = []
     for _ in range(self.bg.local_epochs):
@@ -313,23 +343,23 @@ def train_round(self: SubjectSite, round_: int, global_state: dict) -> tuple[dic
         for a in range(0, len(order), self.bg.batch_size):
             idx = order[a:a + self.bg.batch_size]
             if len(idx) < 2: continue
-            loss = bg_loss(self.model(train_x[idx]), train_y[idx], self.bg.mse_weight, self.bg.tau)
+            loss = bg_loss(self.model(train_x[idx]), train_y[idx], self.bg.loss_mse_weight, self.bg.tau)
             self.opt.zero_grad(); loss.backward(); self.opt.step(); self.sched.step()
             self.step += 1
-            self._ema_update()
+            if self.bg.upload == "ema": self._ema_update()
             losses.append(loss.item())
     similarity = self.validation_similarity()
     self.round = round_
     metrics = dict(subject=self.subject, round=round_, train_loss=float(np.mean(losses)), val_similarity=similarity,
-                   num_examples=self.n_train)
+                   num_examples=self.n_train, ala_epochs=ala_epochs)
     if similarity > self.best_similarity:
         self.best_similarity, self.best_round = similarity, round_
         self._save_personalised()
     self.history.append(metrics)
-    self.upload = {k: v.detach().cpu().numpy() for k, v in self.ema.state_dict().items()}
+    sent = self.ema if self.bg.upload == "ema" else self.model.backbone
+    self.upload = {k: v.detach().cpu().numpy().copy() for k, v in sent.state_dict().items()}
     with atomic_path(self.state_path) as tmp: torch.save(self._state(), tmp)
     return self.upload, metrics
-
 
 # %% ../nbs/10_federated.ipynb #5fedb349
 @patch
@@ -338,7 +368,7 @@ def _save_personalised(self: SubjectSite):
     tensors.update(voxel_mean=torch.as_tensor(self.voxel_mean), voxel_std=torch.as_tensor(self.voxel_std))
     with atomic_path(self.folder / "model.safetensors") as tmp: save_file(tensors, tmp)
     meta = dict(subject=self.subject, n_voxels=self.prep.n_voxels, token_shape=list(self.bg.token_shape), bg=asdict(self.bg),
-                round=self.round, val_similarity=self.best_similarity)
+                round=self.round, val_similarity=self.best_similarity, token_norm=self.token_norm)
     with atomic_path(self.folder / "model.json") as tmp: tmp.write_text(json.dumps(meta, indent=1))
 
 @patch
@@ -352,10 +382,10 @@ def evaluate(self: SubjectSite) -> dict:
                    n_test=len(pred), n_voxels=self.prep.n_voxels, best_round=self.best_round,
                    val_similarity=self.best_similarity, rounds_done=self.round,
                    token_identification=two_way_identification(true, flat),
-                   test_similarity=float(F.cosine_similarity(torch.as_tensor(flat), torch.as_tensor(true), dim=-1).mean()))
+                   test_similarity=float(F.cosine_similarity(torch.as_tensor(flat), torch.as_tensor(true), dim=-1).mean()),
+                   pred_norm=float(np.linalg.norm(flat, axis=1).mean()), token_norm=self.token_norm)
     with atomic_path(self.folder / "summary.json") as tmp: tmp.write_text(json.dumps(summary, indent=1))
     return summary
-
 
 # %% ../nbs/10_federated.ipynb #6615f1be
 class PrivacyError(RuntimeError): "A site sent something other than the shared backbone."
@@ -374,14 +404,20 @@ def load_personalised(folder: Path | str, device: str = "cpu") -> tuple[BGModel,
     for f in (folder / "model.json", folder / "model.safetensors"):
         if not f.is_file(): raise FileNotFoundError(f"BG model: {f} is missing (run `brainrecon federate` first)")
     meta = json.loads((folder / "model.json").read_text())
+    if "token_norm" not in meta:
+        raise ValueError(f"{folder / 'model.json'} has no token_norm: it was written by an older brainrecon; train it again")
     tensors = load_file(folder / "model.safetensors", device=device)
     stats = {k: tensors.pop(k).cpu().numpy() for k in ("voxel_mean", "voxel_std")}
     model = BGModel(meta["n_voxels"], BGConfig(**meta["bg"])).to(device)
     model.load_state_dict(tensors)
     return model.eval(), meta, stats
 
-def predict(model_dir: Path | str, fmri: np.ndarray, device: str = "cpu", batch_size: int = 256) -> np.ndarray:
-    "Tokens `(n, *token_shape)` float32 from raw voxels `(n, V)` (or one `(V,)`) with the BG model in `model_dir` (`out/subjXX`)."
+def predict(model_dir: Path | str, fmri: np.ndarray, device: str = "cpu", batch_size: int = 256,
+            rescale: bool = True) -> np.ndarray:
+    """Tokens `(n, *token_shape)` float32 from raw voxels `(n, V)` (or one `(V,)`) with the BG model in `model_dir` (`out/subjXX`).
+
+    `rescale`: give each prediction the training tokens' mean norm (stored with the model); the loss sees only
+    directions, and the decoder's cross-attention depends on the size too."""
     model, meta, stats = load_personalised(model_dir, device)
     fmri = np.asarray(fmri)
     if fmri.ndim == 1: fmri = fmri[None]
@@ -389,8 +425,12 @@ def predict(model_dir: Path | str, fmri: np.ndarray, device: str = "cpu", batch_
         raise ValueError(f"expected voxels (n, {meta['n_voxels']}) for subject {meta['subject']}'s BG model, got {fmri.shape}")
     x = zscore_with(fmri, stats["voxel_mean"], stats["voxel_std"])
     with torch.no_grad():
-        return np.concatenate([model(torch.as_tensor(x[a:a + batch_size], device=device)).cpu().numpy()
-                               for a in range(0, len(x), batch_size)])
+        pred = torch.cat([model(torch.as_tensor(x[a:a + batch_size], device=device)).cpu()
+                          for a in range(0, len(x), batch_size)])
+    if rescale:
+        norms = pred.flatten(1).norm(dim=1).clamp_min(1e-12)
+        pred = pred * (meta["token_norm"] / norms).view(-1, *[1] * (pred.ndim - 1))
+    return pred.numpy()
 
 # %% ../nbs/10_federated.ipynb #b7a1bb0d
 ROUND_COLUMNS = ["round", "subject", "bytes_sent", "bytes_received", "train_loss", "val_similarity"]
@@ -427,7 +467,7 @@ client_app = ClientApp()
 
 @client_app.train()
 def site_train(msg: Message, context: Context) -> Message:
-    "One round on one site: mix in the global backbone, train, upload the EMA backbone."
+    "One round on one site: mix in the global backbone, train, upload the backbone."
     config = msg.content["config"]
     site = _site(context, json.loads(config["settings"]))
     glob = {k: v.numpy() for k, v in msg.content["arrays"].items()}
@@ -563,3 +603,38 @@ def federate(cfg, rounds: int | None = None, out: Path | str | None = None, prog
         done = 0 if state is None else state["round"]
         raise RuntimeError(f"the federation stopped after {done} of {bg.rounds} rounds; see the Flower log above")
     return pd.read_csv(out / "rounds.csv")
+
+# %% ../nbs/10_federated.ipynb #35a89a7c
+def average_backbones(uploads: list[dict], weights: list[float]) -> dict:
+    "FedAvg of uploaded backbones `{name: array}`, weighted by `weights` (training images), summed in the given order."
+    total = float(sum(weights))
+    out = {}
+    for up, w in zip(uploads, weights):
+        for k, v in up.items():
+            if k in out: out[k] += v * (w / total)
+            else: out[k] = v * (w / total)
+    return out
+
+def train_sites(cfg, bg: BGConfig, out: Path | str, subjects=None, federated: bool = True, device: str | None = None,
+                progress: bool = True) -> pd.DataFrame:
+    """Train BG on `subjects` (default: the configuration's) in this process, starting afresh in `out`.
+
+    `federated=True`: FedAvg of the uploaded backbones each round, as `federate` (without Flower's transport);
+    `federated=False`: the BG-local arm, each site alone from the same initial backbone. Every site is evaluated on its
+    test set at the end (`out/subjXX/summary.json`); a federated run leaves `out/server.pt` as `federate` does.
+    Returns the rounds table (`ROUND_COLUMNS` without the bytes)."""
+    out, subjects = Path(out), [int(s) for s in (subjects or cfg.subjects)]
+    if out.exists(): shutil.rmtree(out)
+    device = device or resolve_device(cfg.device)
+    sites = [SubjectSite(cfg, s, bg, out / subject_folder(s), device=device) for s in subjects]
+    glob = {k: v.numpy() for k, v in make_backbone(bg).state_dict().items()}
+    rows = []
+    for r in tqdm(range(1, bg.rounds + 1), desc="BG-fed rounds" if federated else "BG-local rounds", disable=not progress):
+        replies = [site.train_round(r, glob if federated or r == 1 else None) for site in sites]
+        rows += [{k: m[k] for k in ("round", "subject", "train_loss", "val_similarity")} for _, m in replies]
+        if federated: glob = average_backbones([u for u, _ in replies], [site.n_train for site in sites])
+    for site in sites: site.evaluate()
+    if federated:   # the global backbone, as `federate` leaves it: a new subject can be adapted to it (experiments chapter)
+        state = dict(round=bg.rounds, rows=rows, settings=federation_settings(cfg, bg, out), arrays=glob)
+        with atomic_path(out / "server.pt") as tmp: torch.save(state, tmp)
+    return pd.DataFrame(rows)

@@ -26,35 +26,41 @@ PRESET = "preset"   # an argument left to the configuration's preset (`Config.ri
 
 def fit_subject(cfg: Config, subject: int, alphas: Sequence[float] | str = PRESET, cv: str | int | None = PRESET,
                 alpha_per_target: bool = False, renormalize: bool | str = PRESET, oracle: bool = False,
+                train_sessions: int | None = None, rows: np.ndarray | None = None, out: Path | str | None = None,
                 progress: bool = True) -> dict:
     """Fit RR for `subject` on the configuration's data and encoder; write model, test predictions and a summary.
     `alphas`, `cv` and `renormalize` default to the preset's (default: GCV over `DEFAULT_ALPHAS`, no re-normalisation;
-    thesis: alpha 60,000 without selection, test predictions re-normalised with their own statistics)."""
+    thesis: alpha 60,000 without selection, test predictions re-normalised with their own statistics).
+    `train_sessions`: only the first k sessions' training trials; `rows`: only these training images (rows of the
+    prepared subject's train set), e.g. exactly the images a BG site trains on; `out`: the folder (default: the run's RR)."""
     preset = cfg.ridge_settings
     if alphas == PRESET: alphas = preset["alphas"] or DEFAULT_ALPHAS
     if cv == PRESET: cv = preset["cv"]
     if renormalize == PRESET: renormalize = preset["renormalize"]
-    prep = prepare_subject(cfg.nsd_path, subject, cfg.sessions, out_dir=cfg.prepared_dir(subject), progress=progress)
+    prep = prepare_subject(cfg.nsd_path, subject, cfg.sessions, out_dir=cfg.prepared_dir(subject), progress=progress,
+                           train_sessions=train_sessions)
     y_train, y_test, uncond = subject_tokens(cfg, prep, progress=progress)
-    x_train, x_test = prep.train_fmri, prep.test_fmri
+    x_train, x_test, train_ids = prep.train_fmri, prep.test_fmri, prep.train_ids
+    if rows is not None: x_train, y_train, train_ids = x_train[rows], y_train[rows], train_ids[rows]
     if oracle:
         if cfg.world != "mini": raise ValueError("oracle=True needs the mini world (noise-free responses exist only there)")
         truth = load_mini_truth(cfg.nsd_path, subject)
         pick = lambda ids: truth["signal"][np.searchsorted(truth["signal_ids"], ids)]
-        x_train, x_test = pick(prep.train_ids), pick(prep.test_ids)
+        x_train, x_test = pick(train_ids), pick(prep.test_ids)
     voxel_mean, voxel_std = voxel_statistics(x_train)
     x_train, x_test = zscore_with(x_train, voxel_mean, voxel_std), zscore_with(x_test, voxel_mean, voxel_std)
     model = RidgeDecoder(alphas, cv=cv, alpha_per_target=alpha_per_target, device=resolve_device(cfg.device),
                          progress=progress).fit(x_train, y_train.reshape(len(y_train), -1))
     pred = model.predict(x_test).reshape(y_test.shape)
     if renormalize: pred = renormalize_predictions(pred, y_train)
-    out = cfg.run_path("RR-oracle", subject_folder(subject)) if oracle else cfg.model_dir("RR", subject)
+    out = Path(out) if out else cfg.run_path("RR-oracle", subject_folder(subject)) if oracle else cfg.model_dir("RR", subject)
     out.mkdir(parents=True, exist_ok=True)
     save_ridge(model, out / "model", arrays=dict(voxel_mean=voxel_mean, voxel_std=voxel_std),
                token_shape=list(y_test.shape[1:]), subject=subject, sessions=list(prep.sessions), n_voxels=prep.n_voxels)
     np.save(out / "test_pred.npy", pred)
     np.save(out / "test_ids.npy", prep.test_ids)
-    summary = dict(subject=subject, preset=cfg.preset, oracle=oracle, renormalized=renormalize, n_train=len(y_train), n_test=len(y_test),
+    summary = dict(subject=subject, preset=cfg.preset, oracle=oracle, renormalized=renormalize, train_sessions=train_sessions,
+                   n_train=len(y_train), n_test=len(y_test), pred_norm=float(np.linalg.norm(pred.reshape(len(pred), -1), axis=1).mean()),
                    n_voxels=prep.n_voxels, alpha=model.alpha_ if not alpha_per_target else float(np.median(model.alpha_)),
                    cv=str(cv), token_identification=two_way_identification(y_test.reshape(len(y_test), -1), pred.reshape(len(pred), -1)),
                    token_r2=float(1 - ((pred - y_test) ** 2).sum() / ((y_test - y_train.mean(0)) ** 2).sum()))
