@@ -79,10 +79,12 @@ class Config:
     seeds: tuple[int, ...] = (0, 1, 2)    # one reconstruction per test image and seed
     device: str = "auto"                  # "auto" (cuda if available), "cpu", "cuda", "cuda:1", ...
     mini_seed: int = 0                    # seed of the mini-NSD generator
+    mini_css_exponent: float = 1.0        # exponent of compressive spatial summation in the mini world (1 = linear)
     preset: str = "default"              # "default" or "thesis": ridge and decoding settings (`PRESETS`)
 
     def __post_init__(self):
         if self.preset not in PRESETS: raise ValueError(f"preset must be one of {tuple(PRESETS)}, got {self.preset!r}")
+        if not 0 < self.mini_css_exponent <= 1: raise ValueError(f"mini_css_exponent must be in (0, 1], got {self.mini_css_exponent}")
 
     @property
     def world(self) -> str:
@@ -152,6 +154,7 @@ class Config:
 # %% ../nbs/00_config.ipynb #5321c01f
 _PATH_FIELDS = {"nsd_root", "models_root", "data_dir", "run_dir", "figures_dir"}
 _INT_TUPLE_FIELDS = {"subjects", "sessions", "seeds"}
+_NUMBER_FIELDS = {"mini_seed": int, "mini_css_exponent": float}
 ENV_PREFIX = "BRAINRECON_"
 
 def _coerce(name: str, value: Any, base: Path) -> Any:
@@ -167,8 +170,9 @@ def _coerce(name: str, value: Any, base: Path) -> Any:
         if isinstance(items, int): items = [items]
         try: return tuple(int(i) for i in items)
         except (TypeError, ValueError): raise ValueError(f"config field {name!r}: expected integers, got {value!r}") from None
-    if name == "mini_seed":
-        return int(value)
+    if name in _NUMBER_FIELDS:
+        try: return _NUMBER_FIELDS[name](value)
+        except (TypeError, ValueError): raise ValueError(f"config field {name!r}: expected a number, got {value!r}") from None
     return str(value)
 
 def _check_keys(keys, source: str):

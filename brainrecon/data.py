@@ -10,7 +10,7 @@ import json
 import logging
 import time
 import zlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Iterable, Sequence
 
@@ -229,6 +229,7 @@ class PreparedSubject:
     voxel_ijk: np.ndarray         # (n_voxels, 3) int64, voxel coordinates in the (X, Y, Z) volume
     volume_shape: tuple[int, int, int]
     manifest: dict = field(default_factory=dict)
+    train_sessions: int | None = None  # train trials from the first k sessions only (`first_sessions`); None = all
 
     @property
     def n_voxels(self) -> int: return self.train_fmri.shape[1]
@@ -245,6 +246,22 @@ class PreparedSubject:
         order = np.lexsort((rng.random(len(sel)), rows))    # by image, then a random key
         last = np.r_[np.flatnonzero(np.diff(rows[order])), len(order) - 1]  # one trial per image
         return np.asarray(self.trial_betas[sel[order[last]]], np.float32) / np.float32(BETA_SCALE)
+
+    def first_sessions(self, k: int) -> PreparedSubject:
+        "Every test trial and only the train trials of the first `k` sessions used, train images and means recomputed (in memory)."
+        n = self.train_sessions or len(self.sessions)
+        if not 1 <= k <= n: raise ValueError(f"subject {self.subject}: train_sessions must be in 1..{n} (the sessions used), got {k}")
+        t = self.trials
+        sel = np.flatnonzero(t.is_test | (t.session <= self.sessions[k - 1]))
+        is_test = t.is_test[sel]
+        if is_test.all():
+            raise NSDDataError(f"subject {self.subject}: the first {k} session(s) {list(self.sessions[:k])} contain no train trials")
+        row = t.row[sel].copy()
+        train_ids, row[~is_test] = _first_appearance(t.image_id[sel][~is_test])
+        betas = np.asarray(self.trial_betas[sel])
+        trials = TrialTable(t.session[sel], t.trial[sel], t.image_id[sel], is_test, row)
+        return replace(self, train_fmri=_mean_by_row(betas[~is_test], row[~is_test], len(train_ids)), train_ids=train_ids,
+                       trials=trials, trial_betas=betas, manifest=dict(self.manifest), train_sessions=k)
 
     def _split(self, split: str) -> np.ndarray:
         if split not in ("train", "test"): raise ValueError(f"split must be 'train' or 'test', got {split!r}")
@@ -309,11 +326,13 @@ def _write_cache(prep: PreparedSubject, out_dir: Path) -> None:
 
 # %% ../nbs/01_data.ipynb #3898084c
 def prepare_subject(nsd_root, subject: int, sessions: Sequence[int] | None = None,
-                    out_dir: Path | str | None = None, progress: bool = True) -> PreparedSubject:
+                    out_dir: Path | str | None = None, progress: bool = True,
+                    train_sessions: int | None = None) -> PreparedSubject:
     """Betas of `subject`'s nsdgeneral voxels over `sessions`, split into train and test images.
 
     `sessions`: 1-based sessions (default: every session whose betas file is present).
     `out_dir`: cache folder; reused when it matches, written atomically otherwise (None: no cache).
+    `train_sessions`: keep only the train trials of the first k sessions (every test trial stays); the cache holds all.
     """
     nsd_root = Path(nsd_root)
     design = load_expdesign(nsd_root)
@@ -330,6 +349,9 @@ def prepare_subject(nsd_root, subject: int, sessions: Sequence[int] | None = Non
     if not sessions:
         raise FileNotFoundError(f"subject {subject}: no betas files under "
                                 f"{betas_path(nsd_root, subject, 1).parent} (expected betas_sessionNN.nii.gz or .hdf5)")
+    if train_sessions is not None and not 1 <= train_sessions <= len(sessions):
+        raise ValueError(f"subject {subject}: train_sessions must be in 1..{len(sessions)} (the sessions used), got {train_sessions}")
+    def subset(prep): return prep if train_sessions is None else prep.first_sessions(train_sessions)
     sources = {"expdesign": expdesign_path(nsd_root), "mask": mask_path(nsd_root, subject)}
     sources.update({f"session{s:02d}": find_betas(nsd_root, subject, s) for s in sessions})
     for name, p in sources.items():
@@ -341,7 +363,7 @@ def prepare_subject(nsd_root, subject: int, sessions: Sequence[int] | None = Non
         cached = _load_cache(out_dir, subject, sessions, sources)
         if cached is not None:
             log.info("subject %d: loaded prepared voxels from %s", subject, out_dir)
-            return cached
+            return subset(cached)
 
     mask = load_mask(nsd_root, subject)
     volume, n_per_session = betas_shape(sources[f"session{sessions[0]:02d}"])
@@ -376,7 +398,7 @@ def prepare_subject(nsd_root, subject: int, sessions: Sequence[int] | None = Non
         _write_cache(prep, out_dir)
         log.info("subject %d: prepared %d train / %d test images x %d voxels into %s",
                  subject, len(train_ids), len(test_ids), prep.n_voxels, out_dir)
-    return prep
+    return subset(prep)
 
 # %% ../nbs/01_data.ipynb #f10b138f
 def load_stimuli(nsd_root, ids: Sequence[int], batch: int = 64) -> np.ndarray:
