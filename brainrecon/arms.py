@@ -24,8 +24,8 @@ from .metrics import METRICS, evaluate, two_way_identification_per_image
 from .rr import fit_subject
 
 # %% auto #0
-__all__ = ['ARMS', 'ADAPT_ARMS', 'compare_arms', 'arm_summary', 'per_image_scores', 'paired_comparison', 'load_federation',
-           'adapt']
+__all__ = ['ARMS', 'ADAPT_ARMS', 'compare_arms', 'arm_summary', 'per_image_scores', 'paired_comparison', 'run_grid',
+           'load_federation', 'adapt']
 
 # %% ../nbs/18_arms.ipynb #ecea2c78
 ARMS = ("RR", "BG-local", "BG-fed")
@@ -36,14 +36,15 @@ def _fresh(folder: Path, settings: dict) -> bool:
     except (OSError, ValueError): return False
 
 def compare_arms(cfg, out: Path | str, train_sessions: int | None = None, seed: int = 0, rounds: int | None = None,
-                 arms: Sequence[str] = ARMS, progress: bool = True) -> pd.DataFrame:
+                 arms: Sequence[str] = ARMS, progress: bool = True, **bg_overrides) -> pd.DataFrame:
     """RR, BG-local and BG-fed for `cfg.subjects` on identical training images (the first `train_sessions` sessions;
     each subject's validation rows left out of all three). One row per arm and subject: sizes, token 2-way
-    identification on every test image, mean cosine similarity and prediction norm."""
+    identification on every test image, mean cosine similarity and prediction norm. `bg_overrides`: other BG settings
+    (e.g. `upload="ema"`, the ablation)."""
     out = Path(out)
     bad = set(arms) - set(ARMS)
     if bad: raise ValueError(f"unknown arm(s) {sorted(bad)}; choose from {ARMS}")
-    bg = bg_config(cfg, seed=seed, train_sessions=train_sessions, **({"rounds": rounds} if rounds else {}))
+    bg = bg_config(cfg, seed=seed, train_sessions=train_sessions, **({"rounds": rounds} if rounds else {}), **bg_overrides)
     settings = dict(config=cfg.to_dict(), bg=dataclasses.asdict(bg))
     for arm in arms:
         folder = out / arm
@@ -101,6 +102,30 @@ def paired_comparison(a, b, n_resamples: int = 9999, seed: int = 0) -> dict:
     ci = stats.bootstrap((a, b), lambda x, y, axis: np.mean(x - y, axis=axis), paired=True, n_resamples=n_resamples,
                          rng=np.random.default_rng(seed)).confidence_interval
     return dict(mean=float(d.mean()), low=float(ci.low), high=float(ci.high), p=float(stats.wilcoxon(a, b).pvalue), n=len(d))
+
+# %% ../nbs/18_arms.ipynb #20603c45
+def _grid_job(kwargs: dict) -> pd.DataFrame:
+    torch.set_num_threads(1)
+    kwargs = dict(kwargs)
+    label = kwargs.pop("label", None)
+    return compare_arms(**kwargs, progress=False).assign(label=label)
+
+def run_grid(jobs: Sequence[dict], workers: int = 1, progress: bool = True) -> pd.DataFrame:
+    "`compare_arms(**job)` for every job (`cfg`, `out`, ...; a `label` is copied to its rows), per arm, in `workers` processes."
+    import concurrent.futures as cf, multiprocessing as mp
+    from tqdm.auto import tqdm
+    for cfg in {id(j["cfg"]): j["cfg"] for j in jobs}.values():
+        for s in cfg.subjects:
+            subject_tokens(cfg, prepare_subject(cfg.nsd_path, s, cfg.sessions, out_dir=cfg.prepared_dir(s), progress=False),
+                           progress=False)
+    cost = {"BG-fed": 3, "BG-local": 2, "RR": 1}
+    split = sorted(({**j, "arms": [a]} for j in jobs for a in j.get("arms", ARMS)),   # longest first
+                   key=lambda j: -cost[j["arms"][0]] * (j.get("train_sessions") or 99))
+    if workers <= 1: results = [_grid_job(j) for j in tqdm(split, desc="arms", disable=not progress)]
+    else:
+        with cf.ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn")) as pool:
+            results = list(tqdm(pool.map(_grid_job, split), total=len(split), desc="arms", disable=not progress))
+    return pd.concat(results, ignore_index=True)
 
 # %% ../nbs/18_arms.ipynb #b90e6fb9
 ADAPT_ARMS = ("RR", "BG-local", "BG-adapt-frozen", "BG-adapt-finetune")

@@ -20,7 +20,7 @@ from .config import Config, load_config, setup_logging
 # %% auto #0
 __all__ = ['app', 'ConfigOpt', 'NsdRootOpt', 'PresetOpt', 'EXPECTED_ERRORS', 'parse_sessions', 'reported', 'show_config', 'mini',
            'ensure_world', 'prepare', 'serve_app', 'fit', 'reproduce', 'evaluate', 'models', 'reconstruct_recording',
-           'main', 'federate']
+           'main', 'federate', 'adapt']
 
 # %% ../nbs/99_cli.ipynb #8dd5b56a
 app = typer.Typer(help="brainrecon: reconstruct seen images from fMRI (mini world by default).",
@@ -287,16 +287,20 @@ def main():
 
 # %% ../nbs/99_cli.ipynb #a80727a2
 @app.command()
-def federate(rounds: Optional[int] = typer.Option(None, help="federated rounds (default: 30 in the mini world, 600 on real NSD)"),
+def federate(rounds: Optional[int] = typer.Option(None, help="federated rounds (default: 90 in the mini world, 600 on real NSD)"),
              out: Optional[Path] = typer.Option(None, help="output folder (default: <run_dir>/federated)"),
+             subject: Optional[list[int]] = typer.Option(None, "--subjects", "--subject", "-s",
+                                                         help="the sites' subjects (default: config subjects); repeat the option"),
              config_file: Optional[Path] = ConfigOpt, nsd_root: Optional[Path] = NsdRootOpt):
-    """Train BG (federated, one Flower site per config subject) in Flower's one-machine simulation.
+    """Train BG (federated, one Flower site per subject) in Flower's one-machine simulation.
 
     Writes OUT/rounds.csv (round, subject, bytes_sent, bytes_received, train_loss, val_similarity), OUT/subjXX/ (the
     personalised model, the site's state, test predictions) and OUT/summary.json; rerun the same command to resume."""
     import json
+    import dataclasses
     from brainrecon.federated import federate as run_federation
     cfg = _config(config_file, nsd_root=nsd_root)
+    if subject: cfg = dataclasses.replace(cfg, subjects=tuple(subject))
     ensure_world(cfg)
     out = out or cfg.model_dir("BG")
     with reported(): table = run_federation(cfg, rounds=rounds, out=out)
@@ -307,3 +311,29 @@ def federate(rounds: Optional[int] = typer.Option(None, help="federated rounds (
                    f"{int(site['best_round'])}), test 2-way identification of tokens {site['token_identification']:.3f}")
     typer.echo(f"{int(last['round'].iloc[0])} rounds, {last.bytes_sent.mean() / 1e6:.2f} MB up and "
                f"{last.bytes_received.mean() / 1e6:.2f} MB down per site per round -> {out}")
+
+# %% ../nbs/99_cli.ipynb #c448e060
+@app.command()
+def adapt(subject: int = typer.Option(..., "--subject", "-s", help="the new subject (not in the federation)"),
+          federation: Path = typer.Option(..., help="folder of a finished `brainrecon federate --subjects ...` run"),
+          out: Path = typer.Option(..., help="output folder (OUT/summary.json, one folder per arm)"),
+          sessions: int = typer.Option(1, help="the new subject's first sessions used for training"),
+          rounds: Optional[int] = typer.Option(None, help="training rounds (default: the federation's)"),
+          images: int = typer.Option(16, help="test images decoded per arm for the image metrics"),
+          seed: int = typer.Option(0, help="seed of the initial layers, the sampled repeats and the validation split"),
+          config_file: Optional[Path] = ConfigOpt, nsd_root: Optional[Path] = NsdRootOpt):
+    """Adapt a new subject to a federation from SESSIONS session(s); compare with BG-local and RR on the same trials.
+
+    Every arm is scored by 2-way identification of its predicted tokens on all test images, and by the image metrics on
+    the first IMAGES test images, decoded."""
+    from brainrecon.arms import adapt as run_adapt
+    cfg = _config(config_file, nsd_root=nsd_root)
+    ensure_world(cfg)
+    with reported(): summary = run_adapt(cfg, subject, federation, out, sessions=sessions, rounds=rounds, seed=seed,
+                                         n_images=images)
+    for arm, a in summary["arms"].items():
+        pix = a["images"].get("pixcorr")
+        typer.echo(f"{arm:18s} {a['n_train']} training images: token 2-way identification {a['token_identification']:.3f}"
+                   + (f", PixCorr {pix:.3f}" if pix is not None else ""))
+    typer.echo(f"subject {subject}, first {sessions} session(s), federation of subjects {summary['federation_subjects']} "
+               f"-> {Path(out) / 'summary.json'}")

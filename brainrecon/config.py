@@ -43,6 +43,7 @@ RUN_FOLDERS = {   # every product of a run, named here once: run_dir/<folder>
     "reconstructions": "reconstructions",  # decoded test images, per pipeline and subject
     "evaluation": "evaluation",            # the metrics, per image and summarised
     "efficiency": "efficiency",            # 16 vs 257 + 77 tokens: time, memory, bytes
+    "arms": "arms",                        # RR, BG-local, BG-fed on identical data; learning curves; adaptation
     "notebooks": "notebooks",              # the executed experiment notebooks, the run's record
     "app": "app",                          # the dashboard's database and files
 }

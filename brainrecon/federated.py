@@ -12,6 +12,7 @@ import json
 import logging
 import os
 import shutil
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -328,6 +329,22 @@ def train_round(self: SubjectSite, round_: int, global_state: dict | None) -> tu
     # the voxels of this round: one randomly chosen repeat per training image
     repeats = self.prep.sample_repeats("train", self.rng)
     train_x, train_y = self._tensor(repeats[self.train_rows]), self.y_train[self.train_rows].to(self.device)
+    with self._round_rng(round_):
+        upload, metrics = self._train(round_, global_state, train_x, train_y)
+    with atomic_path(self.state_path) as tmp: torch.save(self._state(), tmp)
+    return upload, metrics
+
+@patch
+@contextmanager
+def _round_rng(self: SubjectSite, round_: int):
+    "Torch's global generator (dropout) seeded for this site and round, and restored after: runs reproduce in any process."
+    dev = torch.device(self.device)
+    with torch.random.fork_rng(devices=[dev.index or 0] if dev.type == "cuda" else []):
+        torch.manual_seed(int(np.random.SeedSequence([self.bg.seed, self.subject, round_]).generate_state(1)[0]))
+        yield
+
+@patch
+def _train(self: SubjectSite, round_: int, global_state: dict | None, train_x: torch.Tensor, train_y: torch.Tensor):
     ala_epochs = 0
     if global_state is None: pass
     elif round_ == 1:   # the initial global model: taken as is (local and global are equal in kind)
@@ -358,7 +375,6 @@ def train_round(self: SubjectSite, round_: int, global_state: dict | None) -> tu
     self.history.append(metrics)
     sent = self.ema if self.bg.upload == "ema" else self.model.backbone
     self.upload = {k: v.detach().cpu().numpy().copy() for k, v in sent.state_dict().items()}
-    with atomic_path(self.state_path) as tmp: torch.save(self._state(), tmp)
     return self.upload, metrics
 
 # %% ../nbs/10_federated.ipynb #5fedb349
