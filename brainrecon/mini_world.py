@@ -112,11 +112,12 @@ def _voxel_model(mask: np.ndarray, rng: np.random.Generator, grid: int, n_chan: 
 def _standardise(x: np.ndarray) -> np.ndarray:
     return (x - x.mean(0)) / (x.std(0) + 1e-8)
 
-def voxel_signal(model: dict, features: np.ndarray, labels: np.ndarray) -> np.ndarray:
+def voxel_signal(model: dict, features: np.ndarray, labels: np.ndarray, css_exponent: float = 1.0) -> np.ndarray:
     "Noise-free responses `(n_images, n_voxels)` in % signal change from the encoding model."
     n, c, g, _ = features.shape
     weights = (model["tuning"][:, :, None] * model["rf"][:, None, :]).reshape(len(model["rf"]), c * g * g)
     low = features.reshape(n, c * g * g) @ weights.T
+    if css_exponent != 1.0: low = np.maximum(low, 0) ** css_exponent      # compressive spatial summation
     sem = np.eye(model["semantic"].shape[1])[labels] @ model["semantic"].T
     s = model["share"]
     mixed = _standardise(np.sqrt(1 - s) * _standardise(low) + np.sqrt(s) * _standardise(sem))
@@ -167,7 +168,7 @@ def write_betas(path: Path, volume: np.ndarray, affine: np.ndarray, fmt: str) ->
 
 def make_mini_nsd(root, seed: int = 0, *, n_sessions: int = 8, trials_per_session: int = 125,
                   n_shared: int = 100, n_train: int = 400, image_size: int = 64, snr: float = 0.5,
-                  betas_format: str = "nii.gz", progress: bool = True) -> Path:
+                  betas_format: str = "nii.gz", css_exponent: float = 1.0, progress: bool = True) -> Path:
     """Write the mini world, an NSD-format tree, to `root` (replacing a mini world there) and return `root`.
 
     Deterministic for `seed` and the parameters. Built in a temporary folder and renamed into
@@ -176,10 +177,12 @@ def make_mini_nsd(root, seed: int = 0, *, n_sessions: int = 8, trials_per_sessio
     """
     root = Path(root)
     if betas_format not in BETAS_FORMATS: raise ValueError(f"betas_format must be one of {BETAS_FORMATS}")
+    if not 0 < css_exponent <= 1: raise ValueError(f"css_exponent must be in (0, 1], got {css_exponent}")
     if root.exists() and any(root.iterdir()) and not (root / "mini" / "world.json").is_file():
         raise FileExistsError(f"{root} exists and is not a mini world; refusing to overwrite it")
     params = dict(version=MINI_VERSION, seed=seed, n_sessions=n_sessions, trials_per_session=trials_per_session,
-                  n_shared=n_shared, n_train=n_train, image_size=image_size, snr=snr, betas_format=betas_format)
+                  n_shared=n_shared, n_train=n_train, image_size=image_size, snr=snr, betas_format=betas_format,
+                  css_exponent=css_exponent)
     rng = np.random.default_rng(seed)
     digits = load_digits()
     images = render_digits(digits.images, image_size, rng)
@@ -207,7 +210,7 @@ def make_mini_nsd(root, seed: int = 0, *, n_sessions: int = 8, trials_per_sessio
             seen = np.unique(subjectim[subject - 1] - 1)
             if features is None: features = low_level_features(images)
             model = _voxel_model(mask, srng, features.shape[-1], features.shape[1], 10)
-            signal = voxel_signal(model, features[seen], labels[seen])            # (n_seen, n_vox)
+            signal = voxel_signal(model, features[seen], labels[seen], css_exponent)   # (n_seen, n_vox)
             noise_sd = model["amplitude"] / (snr * np.exp(srng.normal(0, 0.3, len(model["amplitude"]))))
             image_id = subjectim[subject - 1, masterordering[:n_trials] - 1] - 1
             shared_noise = srng.normal(0, 1, (n_trials, 1))
@@ -233,18 +236,20 @@ def mini_world_params(root) -> dict | None:
     try: return json.loads((Path(root) / "mini" / "world.json").read_text())
     except (OSError, ValueError): return None
 
+_PARAM_DEFAULTS = dict(css_exponent=1.0)   # parameters added after worlds were written: an old world.json had the default
+
 def ensure_mini_nsd(root, seed: int = 0, **params) -> Path:
     "The mini world at `root`, generated first if it is missing or was made with other parameters."
-    want = dict(version=MINI_VERSION, seed=seed, **params)
+    want = dict(version=MINI_VERSION, seed=seed, **{k: v for k, v in params.items() if k != "progress"})
     have = mini_world_params(root)
-    if have is None or any(have.get(k) != v for k, v in want.items()):
+    if have is None or any(have.get(k, _PARAM_DEFAULTS.get(k)) != v for k, v in want.items()):
         log.info("generating the mini world in %s", root)
         make_mini_nsd(root, seed, **params)
     return Path(root)
 
 def ensure_world(cfg) -> Path:
     "The NSD-format root a configuration names: the mini world, generated on first use, or a real NSD folder that must exist."
-    if cfg.world == "mini": return ensure_mini_nsd(cfg.nsd_path, cfg.mini_seed)
+    if cfg.world == "mini": return ensure_mini_nsd(cfg.nsd_path, cfg.mini_seed, css_exponent=cfg.mini_css_exponent)
     if not Path(cfg.nsd_path).is_dir(): raise FileNotFoundError(f"nsd_root {cfg.nsd_path} is not a folder")
     return Path(cfg.nsd_path)
 
