@@ -45,7 +45,7 @@ def compare_arms(cfg, out: Path | str, train_sessions: int | None = None, seed: 
     bad = set(arms) - set(ARMS)
     if bad: raise ValueError(f"unknown arm(s) {sorted(bad)}; choose from {ARMS}")
     bg = bg_config(cfg, seed=seed, train_sessions=train_sessions, **({"rounds": rounds} if rounds else {}), **bg_overrides)
-    settings = dict(config=cfg.to_dict(), bg=dataclasses.asdict(bg))
+    settings = json.loads(json.dumps(dict(config=cfg.to_dict(), bg=dataclasses.asdict(bg)), default=str))
     for arm in arms:
         folder = out / arm
         if _fresh(folder, settings): continue
