@@ -34,7 +34,7 @@ def test_reproduce_runs_skips_and_reruns_downstream(isolated_env, tmp_path):
     nb = nbformat.read(executed[0], as_version=4)
     injected = [c for c in nb.cells if "injected-parameters" in c.metadata.get("tags", [])]
     assert injected and str(tmp_path / "data") in injected[0].source   # the run's config reached the notebook
-    for name in ("data_overview", "mini_models", "quantitative", "qualitative", "efficiency"):
+    for name in ("data_overview", "mini_models", "quantitative", "qualitative", "efficiency", "learning_curves", "adaptation"):
         assert (tmp_path / "figures" / f"{name}.png").stat().st_size > 10_000, name
     mini = nbformat.read(tmp_path / "run" / "notebooks" / "00_mini_models.ipynb", as_version=4)
     assert "not retrained" in "".join(o.get("text", "") for c in mini.cells for o in c.get("outputs", []))   # shipped weights
@@ -51,6 +51,10 @@ def test_reproduce_runs_skips_and_reruns_downstream(isolated_env, tmp_path):
     eff = pd.read_csv(tmp_path / "figures" / "efficiency.csv")
     fit = eff[eff.measure == "ridge weights"].set_index("side").value
     assert fit.iloc[1] > 15 * fit.iloc[0]                                        # 256,512 vs 12,288 targets
+    curves = pd.read_csv(tmp_path / "run" / "arms" / "learning_curves.csv")
+    assert set(curves.arm) == {"RR", "BG-local", "BG-fed"} and set(curves.train_sessions) == {1, 2, 8}
+    adapt = json.loads((tmp_path / "run" / "arms" / "adapt" / "seed0" / "summary.json").read_text())
+    assert adapt["federation_subjects"] == [1, 2] and adapt["subject"] == 7 and len(adapt["arms"]) == 4
 
     second, seconds = _reproduce(env)
     assert all(v == "up to date, skipped" for v in second.values()), second
@@ -58,6 +62,6 @@ def test_reproduce_runs_skips_and_reruns_downstream(isolated_env, tmp_path):
 
     third, _ = _reproduce(env, "-p", "steps=6")
     rerun = {k for k, v in third.items() if v.startswith("ran")}
-    assert rerun == {"05_reconstruct", "06_evaluate", "08_figures"}, third
+    assert rerun == {"05_reconstruct", "06_evaluate", "08_figures", "09_arms"}, third    # 09 decodes its adaptation images
     record = json.loads((tmp_path / "run" / "notebooks" / "05_reconstruct.stage.json").read_text())
     assert record["parameters"]["steps"] == 6 and any(f.endswith("seed0.npy") for f in record["outputs"])
