@@ -24,7 +24,7 @@ from .metrics import METRICS, evaluate, two_way_identification_per_image
 from .rr import fit_subject
 
 # %% auto #0
-__all__ = ['ARMS', 'ADAPT_ARMS', 'compare_arms', 'arm_summary', 'per_image_scores', 'paired_comparison', 'run_grid',
+__all__ = ['ARMS', 'ADAPT_ARMS', 'compare_arms', 'ridge_arm', 'arm_summary', 'per_image_scores', 'paired_comparison', 'run_grid',
            'load_federation', 'adapt']
 
 # %% ../nbs/18_arms.ipynb #ecea2c78
@@ -51,16 +51,19 @@ def compare_arms(cfg, out: Path | str, train_sessions: int | None = None, seed: 
         if _fresh(folder, settings): continue
         if folder.exists(): shutil.rmtree(folder)
         if arm == "RR":
-            for s in cfg.subjects:
-                n = len(prepare_subject(cfg.nsd_path, s, cfg.sessions, out_dir=cfg.prepared_dir(s), progress=False,
-                                        train_sessions=train_sessions).train_ids)
-                fit_subject(cfg, s, train_sessions=train_sessions, rows=holdout_rows(n, bg.val_fraction, seed, s)[1],
-                            out=folder / subject_folder(s), progress=False)
+            for s in cfg.subjects: ridge_arm(cfg, s, bg, folder / subject_folder(s))
         else:
             train_sites(cfg, bg, folder, federated=arm == "BG-fed", progress=progress)
         (folder / "settings.json").write_text(json.dumps(settings, indent=1, default=str))
     return pd.DataFrame([dict(arm=arm, subject=s, train_sessions=train_sessions or len(cfg.sessions or ()) or None,
                               seed=seed, **arm_summary(out / arm / subject_folder(s), cfg, s)) for arm in arms for s in cfg.subjects])
+
+def ridge_arm(cfg, subject: int, bg: BGConfig, folder: Path) -> dict:
+    "RR on exactly the images a BG site of `bg` trains on (its first `bg.train_sessions` sessions, validation rows left out)."
+    n = len(prepare_subject(cfg.nsd_path, subject, cfg.sessions, out_dir=cfg.prepared_dir(subject), progress=False,
+                            train_sessions=bg.train_sessions).train_ids)
+    return fit_subject(cfg, subject, train_sessions=bg.train_sessions, rows=holdout_rows(n, bg.val_fraction, bg.seed, subject)[1],
+                       out=folder, progress=False)
 
 def arm_summary(folder: Path, cfg, subject: int) -> dict:
     "What an arm's folder says about its test predictions: n_train, token identification, similarity, norm."
@@ -154,10 +157,7 @@ def adapt(cfg, subject: int, federation: Path | str, out: Path | str, sessions: 
         folder = out / arm / subject_folder(subject)
         if folder.exists(): shutil.rmtree(folder)
         if arm == "RR":
-            n = len(prepare_subject(cfg.nsd_path, subject, cfg.sessions, out_dir=cfg.prepared_dir(subject), progress=False,
-                                    train_sessions=sessions).train_ids)
-            fit_subject(one, subject, train_sessions=sessions, rows=holdout_rows(n, bg.val_fraction, seed, subject)[1],
-                        out=folder, progress=False)
+            ridge_arm(one, subject, bg, folder)
             continue
         arm_bg = dataclasses.replace(bg, train_backbone=arm != "BG-adapt-frozen")
         start = glob if arm.startswith("BG-adapt") else {k: v.numpy() for k, v in make_backbone(arm_bg).state_dict().items()}

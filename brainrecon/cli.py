@@ -239,7 +239,7 @@ def models(config_file: Optional[Path] = ConfigOpt,
     bad = table[table.status != "ok"]
     if len(bad):
         typer.echo(f"\n{len(bad)} file(s) missing or unreadable. On a machine with internet, for each repository: "
-                   "`huggingface-cli download REPO FILES --local-dir NAME`, then copy NAME/ into models_root "
+                   "`hf download REPO FILES --local-dir NAME` (huggingface_hub's command), then copy NAME/ into models_root "
                    f"({cfg.models_root or 'not set'}).", err=True)
         for repo in dict.fromkeys(bad.repository): typer.echo(f"  {repo}", err=True)
         raise typer.Exit(1)

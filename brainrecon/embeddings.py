@@ -63,7 +63,7 @@ def weights_folder(role: str, models_root: Path | str | None = None) -> Path:
     except Exception:
         where = f"{Path(models_root) / name} or " if models_root is not None else ""
         raise MissingWeights(f"{role} weights not found: looked in {where}the Hugging Face cache for {repo}. "
-                             f"On a machine with internet: `huggingface-cli download {repo} {' '.join(files)} "
+                             f"On a machine with internet: `hf download {repo} {' '.join(files)} "
                              f"--local-dir {name}`, then copy {name}/ into models_root.") from None
 
 # %% ../nbs/03_embeddings.ipynb #bb524aec
