@@ -77,8 +77,8 @@ def mini(config_file: Optional[Path] = ConfigOpt,
     from brainrecon.mini_world import ensure_mini_nsd, make_mini_nsd
     cfg = _config(config_file)
     with reported():
-        if force: make_mini_nsd(cfg.nsd_path, cfg.mini_seed)
-        else: ensure_mini_nsd(cfg.nsd_path, cfg.mini_seed)
+        if force: make_mini_nsd(cfg.nsd_path, cfg.mini_seed, css_exponent=cfg.mini_css_exponent)
+        else: ensure_mini_nsd(cfg.nsd_path, cfg.mini_seed, css_exponent=cfg.mini_css_exponent)
     typer.echo(f"mini world ready at {cfg.nsd_path}")
 
 def ensure_world(cfg: Config) -> None:
