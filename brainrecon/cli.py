@@ -227,7 +227,7 @@ def models(config_file: Optional[Path] = ConfigOpt,
     networks' weight files each evaluation protocol loads (from models_root/metrics or PyTorch's hub cache)."""
     import pandas as pd
     from brainrecon import metrics
-    from brainrecon.embeddings import check_weights
+    from brainrecon.embeddings import check_weights, download_command
     cfg = _config(config_file, models_root=models_root)
     nets = pd.DataFrame(metrics.metric_weights(cfg.models_root / "metrics" if cfg.models_root else None))
     typer.echo("metric networks (a missing one makes its metric unavailable):")
@@ -238,10 +238,10 @@ def models(config_file: Optional[Path] = ConfigOpt,
     typer.echo(table[["role", "file", "status", "size_mb", "path"]].to_string(index=False))
     bad = table[table.status != "ok"]
     if len(bad):
-        typer.echo(f"\n{len(bad)} file(s) missing or unreadable. On a machine with internet, for each repository: "
-                   "`hf download REPO FILES --local-dir NAME` (huggingface_hub's command), then copy NAME/ into models_root "
-                   f"({cfg.models_root or 'not set'}).", err=True)
-        for repo in dict.fromkeys(bad.repository): typer.echo(f"  {repo}", err=True)
+        typer.echo(f"\n{len(bad)} file(s) missing or unreadable. On a machine with internet, run (huggingface_hub's `hf`):",
+                   err=True)
+        for role in dict.fromkeys(bad.role): typer.echo(f"  {download_command(role)}", err=True)
+        typer.echo(f"then copy the folders into models_root ({cfg.models_root or 'not set'}).", err=True)
         raise typer.Exit(1)
     typer.echo("all weight files present and readable")
 

@@ -33,10 +33,10 @@ log = logging.getLogger(__name__)
 
 # %% auto #0
 __all__ = ['log', 'WEIGHTS', 'IP_ADAPTER_WEIGHT', 'TINY', 'ENCODERS', 'ENCODER_MODULES', 'TOKENS_VERSION', 'MissingWeights',
-           'weights_folder', 'check_weights', 'TokenEncoder', 'projection_from_ip_adapter', 'read_ip_adapter',
-           'encoder_from_folder', 'tiny_encoder_modules', 'tiny_encoder', 'resampler_to_ip_adapter_keys',
-           'ip_attention_keys', 'write_ip_adapter_folder', 'registered', 'register_in', 'register_encoder',
-           'load_encoder', 'extract_tokens', 'stimulus_tokens', 'subject_tokens']
+           'download_command', 'weights_folder', 'check_weights', 'TokenEncoder', 'projection_from_ip_adapter',
+           'read_ip_adapter', 'encoder_from_folder', 'tiny_encoder_modules', 'tiny_encoder',
+           'resampler_to_ip_adapter_keys', 'ip_attention_keys', 'write_ip_adapter_folder', 'registered', 'register_in',
+           'register_encoder', 'load_encoder', 'extract_tokens', 'stimulus_tokens', 'subject_tokens']
 
 # %% ../nbs/03_embeddings.ipynb #f6752c06
 WEIGHTS = {   # role -> (Hugging Face repository, local folder name, files that must exist, in diffusers/HF layout)
@@ -53,6 +53,11 @@ IP_ADAPTER_WEIGHT = "ip-adapter-plus_sd15.safetensors"   # in models/ of the IP-
 class MissingWeights(FileNotFoundError):
     "Model weights that brainrecon needs are not on this machine."
 
+def download_command(role: str) -> str:
+    "The command that fetches weight `role`'s files into a folder named as models_root expects (huggingface_hub's `hf`)."
+    repo, name, files = WEIGHTS[role]
+    return f"hf download {repo} {' '.join(files)} --local-dir {name}"
+
 def weights_folder(role: str, models_root: Path | str | None = None) -> Path:
     "Local folder of weight `role` ('ip_adapter', 'base', 'vae'): `models_root/<name>` or the HF cache snapshot."
     repo, name, files = WEIGHTS[role]
@@ -63,8 +68,8 @@ def weights_folder(role: str, models_root: Path | str | None = None) -> Path:
     except Exception:
         where = f"{Path(models_root) / name} or " if models_root is not None else ""
         raise MissingWeights(f"{role} weights not found: looked in {where}the Hugging Face cache for {repo}. "
-                             f"On a machine with internet: `hf download {repo} {' '.join(files)} "
-                             f"--local-dir {name}`, then copy {name}/ into models_root.") from None
+                             f"On a machine with internet: `{download_command(role)}`, then copy {name}/ into "
+                             "models_root.") from None
 
 # %% ../nbs/03_embeddings.ipynb #bb524aec
 def _check_file(path: Path) -> tuple[str, str]:
