@@ -24,8 +24,8 @@ from .metrics import METRICS, evaluate, two_way_identification_per_image
 from .rr import fit_subject
 
 # %% auto #0
-__all__ = ['ARMS', 'ADAPT_ARMS', 'compare_arms', 'ridge_arm', 'arm_summary', 'per_image_scores', 'paired_comparison', 'run_grid',
-           'load_federation', 'adapt']
+__all__ = ['ARMS', 'ADAPT_ARMS', 'compare_arms', 'ridge_arm', 'test_tokens', 'arm_summary', 'per_image_scores',
+           'paired_comparison', 'run_grid', 'load_federation', 'adapt']
 
 # %% ../nbs/18_arms.ipynb #ecea2c78
 ARMS = ("RR", "BG-local", "BG-fed")
@@ -55,8 +55,9 @@ def compare_arms(cfg, out: Path | str, train_sessions: int | None = None, seed: 
         else:
             train_sites(cfg, bg, folder, federated=arm == "BG-fed", progress=progress)
         (folder / "settings.json").write_text(json.dumps(settings, indent=1, default=str))
+    truth = {s: test_tokens(cfg, s) for s in cfg.subjects}
     return pd.DataFrame([dict(arm=arm, subject=s, train_sessions=train_sessions or len(cfg.sessions or ()) or None,
-                              seed=seed, **arm_summary(out / arm / subject_folder(s), cfg, s)) for arm in arms for s in cfg.subjects])
+                              seed=seed, **arm_summary(out / arm / subject_folder(s), truth[s])) for arm in arms for s in cfg.subjects])
 
 def ridge_arm(cfg, subject: int, bg: BGConfig, folder: Path) -> dict:
     "RR on exactly the images a BG site of `bg` trains on (its first `bg.train_sessions` sessions, validation rows left out)."
@@ -65,35 +66,35 @@ def ridge_arm(cfg, subject: int, bg: BGConfig, folder: Path) -> dict:
     return fit_subject(cfg, subject, train_sessions=bg.train_sessions, rows=holdout_rows(n, bg.val_fraction, bg.seed, subject)[1],
                        out=folder, progress=False)
 
-def arm_summary(folder: Path, cfg, subject: int) -> dict:
-    "What an arm's folder says about its test predictions: n_train, token identification, similarity, norm."
-    s = json.loads((folder / "summary.json").read_text())
-    pred, ids = np.load(folder / "test_pred.npy"), np.load(folder / "test_ids.npy")
-    true = _test_tokens(cfg, subject, ids)
-    flat, tflat = pred.reshape(len(pred), -1), true.reshape(len(true), -1)
-    cos = (flat * tflat).sum(1) / np.linalg.norm(flat, axis=1) / np.linalg.norm(tflat, axis=1)
-    return dict(n_train=int(s["n_train"]), token_identification=float(two_way_identification_per_image(tflat, flat).mean()),
-                test_similarity=float(cos.mean()), pred_norm=float(np.linalg.norm(flat, axis=1).mean()),
-                token_norm=float(np.linalg.norm(tflat, axis=1).mean()))
-
-def _test_tokens(cfg, subject: int, ids: np.ndarray) -> np.ndarray:
-    "The true tokens of test images `ids` of `subject` (the cached token targets)."
+def test_tokens(cfg, subject: int) -> dict[int, np.ndarray]:
+    "`subject`'s true tokens of every test image, by image id (the cached token targets)."
     prep = prepare_subject(cfg.nsd_path, subject, cfg.sessions, out_dir=cfg.prepared_dir(subject), progress=False)
     _, y_test, _ = subject_tokens(cfg, prep, progress=False)
-    pos = {int(i): k for k, i in enumerate(prep.test_ids)}
-    return y_test[[pos[int(i)] for i in ids]]
+    return {int(i): y for i, y in zip(prep.test_ids, y_test)}
+
+def _flat_predictions(folder: Path, truth: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    "An arm's flattened test predictions, the true tokens in the same order, and the image ids."
+    pred, ids = np.load(folder / "test_pred.npy"), np.load(folder / "test_ids.npy")
+    return pred.reshape(len(pred), -1), np.stack([truth[int(i)] for i in ids]).reshape(len(ids), -1), ids
+
+def arm_summary(folder: Path, truth: dict) -> dict:
+    "What an arm's folder says about its test predictions (`truth`: `test_tokens`): n_train, identification, similarity, norm."
+    flat, tflat, _ = _flat_predictions(folder, truth)
+    cos = (flat * tflat).sum(1) / np.linalg.norm(flat, axis=1) / np.linalg.norm(tflat, axis=1)
+    return dict(n_train=int(json.loads((folder / "summary.json").read_text())["n_train"]),
+                token_identification=float(two_way_identification_per_image(tflat, flat).mean()),
+                test_similarity=float(cos.mean()), pred_norm=float(np.linalg.norm(flat, axis=1).mean()),
+                token_norm=float(np.linalg.norm(tflat, axis=1).mean()))
 
 # %% ../nbs/18_arms.ipynb #12fb0f44
 def per_image_scores(cfg, out: Path | str, arms: Sequence[str] = ARMS) -> pd.DataFrame:
     "Each test image's token 2-way identification score: columns arm, subject, image, score."
     rows = []
-    for arm in arms:
-        for s in cfg.subjects:
-            folder = Path(out) / arm / subject_folder(s)
-            pred, ids = np.load(folder / "test_pred.npy"), np.load(folder / "test_ids.npy")
-            true = _test_tokens(cfg, s, ids)
-            score = two_way_identification_per_image(true.reshape(len(true), -1), pred.reshape(len(pred), -1))
-            rows.append(pd.DataFrame(dict(arm=arm, subject=s, image=ids, score=score)))
+    for s in cfg.subjects:
+        truth = test_tokens(cfg, s)
+        for arm in arms:
+            flat, tflat, ids = _flat_predictions(Path(out) / arm / subject_folder(s), truth)
+            rows.append(pd.DataFrame(dict(arm=arm, subject=s, image=ids, score=two_way_identification_per_image(tflat, flat))))
     return pd.concat(rows, ignore_index=True)
 
 def paired_comparison(a, b, n_resamples: int = 9999, seed: int = 0) -> dict:
@@ -167,8 +168,9 @@ def adapt(cfg, subject: int, federation: Path | str, out: Path | str, sessions: 
     summary = dict(subject=subject, sessions=sessions, seed=seed, rounds=bg.rounds, federation=str(Path(federation).resolve()),
                    federation_subjects=fed_subjects, n_images=n_images, arms={})
     images = _image_metrics(cfg, subject, {arm: out / arm / subject_folder(subject) for arm in ADAPT_ARMS}, n_images, steps, seed)
+    truth = test_tokens(cfg, subject)
     for arm in ADAPT_ARMS:
-        summary["arms"][arm] = dict(arm_summary(out / arm / subject_folder(subject), cfg, subject), images=images[arm])
+        summary["arms"][arm] = dict(arm_summary(out / arm / subject_folder(subject), truth), images=images[arm])
     with atomic_path(out / "summary.json") as tmp: tmp.write_text(json.dumps(summary, indent=1))
     return summary
 

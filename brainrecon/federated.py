@@ -26,6 +26,7 @@ from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, Message
 from flwr.clientapp import ClientApp
 from flwr.serverapp import Grid, ServerApp
 from flwr.serverapp.strategy import FedAvg
+from flwr.serverapp.strategy.strategy_utils import aggregate_arrayrecords
 from flwr.simulation import run_simulation
 from flwr.supercore.inflatable.inflatable_object import get_all_nested_objects
 from torch import nn
@@ -43,7 +44,7 @@ log = logging.getLogger(__name__)
 __all__ = ['log', 'MSE_REFERENCE_SIZE', 'MINI_BG', 'ROUND_COLUMNS', 'client_app', 'server_app', 'FLOWER_ENV', 'BGConfig',
            'bg_config', 'InputLayer', 'ResidualBlock', 'projector', 'Backbone', 'BGModel', 'make_backbone',
            'backbone_parameters', 'soft_clip_loss', 'bg_loss', 'ala_mix', 'holdout_rows', 'SubjectSite', 'PrivacyError',
-           'check_backbone_only', 'load_personalised', 'predict', 'wire_bytes', 'arrays_wire_bytes',
+           'check_backbone_only', 'load_personalised', 'predict', 'wire_bytes', 'array_record', 'arrays_wire_bytes',
            'federation_settings', 'site_train', 'site_evaluate', 'BackboneFedAvg', 'load_server_state', 'serve_rounds',
            'federate', 'average_backbones', 'train_sites']
 
@@ -247,7 +248,7 @@ class SubjectSite:
         total = bg.rounds * self.steps_per_round
         self.sched = torch.optim.lr_scheduler.OneCycleLR(self.opt, max_lr=bg.lr, total_steps=total,
                                                          pct_start=min(0.3, 2 / bg.rounds), final_div_factor=1000)
-        self.ema = copy.deepcopy(self.model.backbone).requires_grad_(False)
+        self.ema = copy.deepcopy(self.model.backbone).requires_grad_(False) if bg.upload == "ema" else None
         self.ala_weights, self.step, self.round = None, 0, 0
         self.best_similarity, self.best_round, self.history, self.upload = -np.inf, 0, [], None
         self.rng = np.random.default_rng([bg.seed, subject, 1])
@@ -266,7 +267,7 @@ class SubjectSite:
 # %% ../nbs/10_federated.ipynb #8ee4c54a
 @patch
 def _state(self: SubjectSite) -> dict:
-    return dict(model=self.model.state_dict(), ema=self.ema.state_dict(), opt=self.opt.state_dict(),
+    return dict(model=self.model.state_dict(), ema=self.ema.state_dict() if self.ema else None, opt=self.opt.state_dict(),
                 sched=self.sched.state_dict(), ala_weights=self.ala_weights, step=self.step, round=self.round,
                 best_similarity=self.best_similarity, best_round=self.best_round, history=self.history,
                 upload=self.upload, rng=self.rng.bit_generator.state, gen=self.gen.get_state(), bg=asdict(self.bg),
@@ -280,7 +281,8 @@ def _load(self: SubjectSite):
                          f"saved: {s['bg']}\nnow:   {asdict(self.bg)}")
     if s["n_voxels"] != self.prep.n_voxels:
         raise ValueError(f"{self.state_path}: {s['n_voxels']} voxels saved, subject {self.subject} has {self.prep.n_voxels}")
-    self.model.load_state_dict(s["model"]); self.ema.load_state_dict(s["ema"])
+    self.model.load_state_dict(s["model"])
+    if self.ema is not None: self.ema.load_state_dict(s["ema"])
     self.opt.load_state_dict(s["opt"]); self.sched.load_state_dict(s["sched"])
     for k in ("ala_weights", "step", "round", "best_similarity", "best_round", "history", "upload"): setattr(self, k, s[k])
     self.rng.bit_generator.state = s["rng"]; self.gen.set_state(s["gen"])
@@ -289,7 +291,7 @@ def _load(self: SubjectSite):
 def state_digest(self: SubjectSite) -> str:
     "A hash of every tensor of the site's state (model, EMA, optimiser moments, mixing weights)."
     h = hashlib.sha256()
-    tensors = [*self.model.state_dict().values(), *self.ema.state_dict().values(),
+    tensors = [*self.model.state_dict().values(), *(self.ema.state_dict().values() if self.ema else ()),
                *[v for st in self.opt.state_dict()["state"].values() for v in st.values() if torch.is_tensor(v)],
                *(self.ala_weights or {}).values()]
     for t in tensors: h.update(t.detach().cpu().contiguous().numpy().tobytes())
@@ -346,11 +348,10 @@ def _round_rng(self: SubjectSite, round_: int):
 @patch
 def _train(self: SubjectSite, round_: int, global_state: dict | None, train_x: torch.Tensor, train_y: torch.Tensor):
     ala_epochs = 0
-    if global_state is None: pass
-    elif round_ == 1:   # the initial global model: taken as is (local and global are equal in kind)
+    if global_state is not None and round_ == 1:   # the initial global model: taken as is (local and global are equal in kind)
         self.model.backbone.load_state_dict({k: torch.as_tensor(np.asarray(v)) for k, v in global_state.items()})
-        self.ema.load_state_dict(self.model.backbone.state_dict())
-    else:
+        if self.ema is not None: self.ema.load_state_dict(self.model.backbone.state_dict())
+    elif global_state is not None:
         self.ala_weights, ala_epochs = ala_mix(self.model, global_state, self.ala_weights, self.x_mean, train_y, self.bg,
                                                self.gen)
     self.model.train()
@@ -363,7 +364,7 @@ def _train(self: SubjectSite, round_: int, global_state: dict | None, train_x: t
             loss = bg_loss(self.model(train_x[idx]), train_y[idx], self.bg.loss_mse_weight, self.bg.tau)
             self.opt.zero_grad(); loss.backward(); self.opt.step(); self.sched.step()
             self.step += 1
-            if self.bg.upload == "ema": self._ema_update()
+            if self.ema is not None: self._ema_update()
             losses.append(loss.item())
     similarity = self.validation_similarity()
     self.round = round_
@@ -373,7 +374,7 @@ def _train(self: SubjectSite, round_: int, global_state: dict | None, train_x: t
         self.best_similarity, self.best_round = similarity, round_
         self._save_personalised()
     self.history.append(metrics)
-    sent = self.ema if self.bg.upload == "ema" else self.model.backbone
+    sent = self.model.backbone if self.ema is None else self.ema
     self.upload = {k: v.detach().cpu().numpy().copy() for k, v in sent.state_dict().items()}
     return self.upload, metrics
 
@@ -456,9 +457,13 @@ def wire_bytes(obj) -> int:
     objects (message, record dict, records, arrays, array chunks of at most 5 MiB), what Flower 1.42 pushes and pulls."""
     return sum(len(o.deflate()) for o in get_all_nested_objects(obj).values())
 
+def array_record(arrays: dict) -> ArrayRecord:
+    "Flower's `ArrayRecord` of `arrays` `{name: ndarray}`, in their order."
+    return ArrayRecord(array_dict={k: Array(np.ascontiguousarray(v)) for k, v in arrays.items()})
+
 def arrays_wire_bytes(arrays: dict) -> int:
     "Bytes Flower puts on the wire for an `ArrayRecord` of `arrays` `{name: ndarray}` (its deflated objects)."
-    return wire_bytes(ArrayRecord(array_dict={k: Array(np.ascontiguousarray(v)) for k, v in arrays.items()}))
+    return wire_bytes(array_record(arrays))
 
 def federation_settings(cfg, bg: BGConfig, out: Path | str) -> dict:
     "The JSON-able settings the server sends every site (and keeps, to refuse resuming a run under other settings or code)."
@@ -488,7 +493,7 @@ def site_train(msg: Message, context: Context) -> Message:
     site = _site(context, json.loads(config["settings"]))
     glob = {k: v.numpy() for k, v in msg.content["arrays"].items()}
     upload, metrics = site.train_round(int(config["server-round"]), glob)
-    arrays = ArrayRecord(array_dict={k: Array(np.ascontiguousarray(v)) for k, v in upload.items()})
+    arrays = array_record(upload)
     record = MetricRecord({"subject": site.subject, "num-examples": site.n_train,
                            "train_loss": metrics["train_loss"], "val_similarity": metrics["val_similarity"]})
     return Message(content=RecordDict({"arrays": arrays, "metrics": record}), reply_to=msg)
@@ -547,7 +552,7 @@ def serve_rounds(grid: Grid, settings: dict, progress: bool = True) -> dict:
     bar = tqdm(range(state["round"] + 1, bg.rounds + 1), initial=state["round"], total=bg.rounds,
                desc="federated rounds", disable=not progress)
     for r in bar:
-        arrays = ArrayRecord(array_dict={k: Array(v) for k, v in state["arrays"].items()})
+        arrays = array_record(state["arrays"])
         msgs = list(strategy.configure_train(r, arrays, ConfigRecord(config), grid))
         sent = {m.metadata.dst_node_id: wire_bytes(m) for m in msgs}
         replies = list(grid.send_and_receive(msgs))
@@ -622,14 +627,10 @@ def federate(cfg, rounds: int | None = None, out: Path | str | None = None, prog
 
 # %% ../nbs/10_federated.ipynb #35a89a7c
 def average_backbones(uploads: list[dict], weights: list[float]) -> dict:
-    "FedAvg of uploaded backbones `{name: array}`, weighted by `weights` (training images), summed in the given order."
-    total = float(sum(weights))
-    out = {}
-    for up, w in zip(uploads, weights):
-        for k, v in up.items():
-            if k in out: out[k] += v * (w / total)
-            else: out[k] = v * (w / total)
-    return out
+    "FedAvg of uploaded backbones `{name: array}`, weighted by `weights` (training images): Flower's own aggregation."
+    records = [RecordDict({"arrays": array_record(u), "metrics": MetricRecord({"num-examples": int(w)})})
+               for u, w in zip(uploads, weights)]
+    return {k: v.numpy() for k, v in aggregate_arrayrecords(records, "num-examples").items()}
 
 def train_sites(cfg, bg: BGConfig, out: Path | str, subjects=None, federated: bool = True, device: str | None = None,
                 progress: bool = True) -> pd.DataFrame:

@@ -238,13 +238,13 @@ def mini_world_params(root) -> dict | None:
 
 _PARAM_DEFAULTS = dict(css_exponent=1.0)   # parameters added after worlds were written: an old world.json had the default
 
-def ensure_mini_nsd(root, seed: int = 0, **params) -> Path:
+def ensure_mini_nsd(root, seed: int = 0, progress: bool = True, **params) -> Path:
     "The mini world at `root`, generated first if it is missing or was made with other parameters."
-    want = dict(version=MINI_VERSION, seed=seed, **{k: v for k, v in params.items() if k != "progress"})
+    want = dict(version=MINI_VERSION, seed=seed, **params)
     have = mini_world_params(root)
     if have is None or any(have.get(k, _PARAM_DEFAULTS.get(k)) != v for k, v in want.items()):
         log.info("generating the mini world in %s", root)
-        make_mini_nsd(root, seed, **params)
+        make_mini_nsd(root, seed, progress=progress, **params)
     return Path(root)
 
 def ensure_world(cfg) -> Path:
