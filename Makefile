@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.brainrecon-installed
 NBDEV_TEST_FLAGS ?=
 
-.PHONY: venv test check-sync nbtest nbtest-blas pytest reproduce export bench chromium
+.PHONY: venv test check-sync nbtest nbtest-blas pytest reproduce rehearse export bench chromium
 
 $(STAMP): requirements.txt setup.py settings.ini
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -52,6 +52,11 @@ chromium:
 ## The main job: the papermill reproduction on the mini world, writing figures/.
 reproduce: venv
 	$(BIN)/brainrecon reproduce
+
+## The rehearsal: the real study's code path at real sizes, random weights, on this CPU (~9 GB under REHEARSAL_DIR).
+REHEARSAL_DIR ?= runs/rehearsal
+rehearse: venv
+	$(BIN)/brainrecon rehearse --out $(REHEARSAL_DIR)
 
 ## After editing nbs/: regenerate brainrecon/ and strip notebook noise.
 export: venv

@@ -20,7 +20,7 @@ from .config import Config, load_config, setup_logging
 # %% auto #0
 __all__ = ['app', 'ConfigOpt', 'NsdRootOpt', 'PresetOpt', 'EXPECTED_ERRORS', 'parse_sessions', 'reported', 'show_config', 'mini',
            'ensure_world', 'prepare', 'serve_app', 'fit', 'reproduce', 'evaluate', 'models', 'reconstruct_recording',
-           'main', 'federate', 'adapt']
+           'main', 'federate', 'adapt', 'rehearse']
 
 # %% ../nbs/99_cli.ipynb #8dd5b56a
 app = typer.Typer(help="brainrecon: reconstruct seen images from fMRI (mini world by default).",
@@ -337,3 +337,24 @@ def adapt(subject: int = typer.Option(..., "--subject", "-s", help="the new subj
                    + (f", PixCorr {pix:.3f}" if pix is not None else ""))
     typer.echo(f"subject {subject}, first {sessions} session(s), federation of subjects {summary['federation_subjects']} "
                f"-> {Path(out) / 'summary.json'}")
+
+# %% ../nbs/99_cli.ipynb #56491ce8
+@app.command()
+def rehearse(out: Path = typer.Option(..., help="folder for the rehearsal's models (~9 GB), data, run, figures and log"),
+             device: str = typer.Option("cpu", help="torch device of every stage (cpu, cuda, ...)"),
+             steps: int = typer.Option(3, help="DDIM steps of each reconstruction"),
+             images: int = typer.Option(2, help="test images of subject 1 decoded per pipeline"),
+             force: bool = typer.Option(False, help="rerun stages even when they are up to date")):
+    """The real study's code path at real sizes on this machine: models with random weights in the published layouts,
+    random data at NSD's geometry, stages 01-08 of `reproduce`, then `reconstruct` once. The numbers mean nothing;
+    what fails here would fail on NSD with the real weights. Rerun to resume."""
+    import resource
+    from brainrecon.rehearsal import rehearse as run_rehearsal
+    with reported(): result = run_rehearsal(out, device=device, steps=steps, n_images=images, force=force)
+    for stage in result["stages"]:
+        what = f"ran in {stage['seconds']:.0f} s" if stage["status"] == "ran" else "up to date, skipped"
+        typer.echo(f"{stage['name']}: {what}")
+    peak = max(resource.getrusage(who).ru_maxrss for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)) / 2**20
+    typer.echo(", ".join(f"{k} {v:.0f} s" for k, v in result["seconds"].items()) + f"; largest process {peak:.1f} GB")
+    typer.echo(f"figures (random-weight rehearsal: the numbers mean nothing) in {result['config'].figures_dir}; "
+               f"brainrecon reconstruct wrote {result['image']}; log {Path(out) / 'rehearsal.log'}")

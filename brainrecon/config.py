@@ -18,8 +18,8 @@ import torch
 import yaml
 
 # %% auto #0
-__all__ = ['PIPELINES', 'RUN_FOLDERS', 'PRESETS', 'ENV_PREFIX', 'find_project_root', 'subject_folder', 'Config', 'load_config',
-           'atomic_path', 'resolve_device', 'setup_logging']
+__all__ = ['PIPELINES', 'RUN_FOLDERS', 'REHEARSAL_MARKER', 'REHEARSAL_LABEL', 'PRESETS', 'ENV_PREFIX', 'find_project_root',
+           'subject_folder', 'Config', 'load_config', 'atomic_path', 'resolve_device', 'setup_logging']
 
 # %% ../nbs/00_config.ipynb #6de4eabe
 def find_project_root(start: Path | str | None = None) -> Path:
@@ -48,6 +48,9 @@ RUN_FOLDERS = {   # every product of a run, named here once: run_dir/<folder>
     "app": "app",                          # the dashboard's database and files
 }
 
+REHEARSAL_MARKER = "REHEARSAL.json"   # in a rehearsal's data and models folders: they are stand-ins, not NSD nor weights
+REHEARSAL_LABEL = ("REHEARSAL: random weights at real sizes, random data at NSD's geometry; "
+                   "every number here means nothing about reconstruction quality")
 PRESETS = {   # settings a study runs with; the config's `preset` names one
     # brainrecon's choices: alpha chosen by GCV on the training images, no look at the test set; DDIM 100
     "default": dict(sessions=None, ridge=dict(alphas=None, cv="gcv", renormalize=False),
@@ -91,6 +94,12 @@ class Config:
     def world(self) -> str:
         "'nsd' when a real NSD copy is configured, else 'mini'."
         return "mini" if self.nsd_root is None else "nsd"
+
+    @property
+    def rehearsal(self) -> bool:
+        """True when the data or the models are a rehearsal's stand-ins (`brainrecon rehearse`: random weights at real
+        sizes, random data at NSD's geometry): every figure then says that its numbers mean nothing."""
+        return any(p is not None and (Path(p) / REHEARSAL_MARKER).is_file() for p in (self.nsd_root, self.models_root))
 
     @property
     def models(self) -> str:

@@ -158,10 +158,11 @@ def tiny_decoder(seed: int = 0, device: str = "cpu") -> Decoder:
 def sd15_decoder(models_root: Path | str | None = None, device: str = "cpu", dtype: torch.dtype = torch.float32) -> Decoder:
     "SD 1.5 (Realistic Vision V4 noVAE + sd-vae-ft-mse) with IP-Adapter Plus, all from local files."
     base, vae_dir, ip_dir = (weights_folder(r, models_root) for r in ("base", "vae", "ip_adapter"))
-    vae = AutoencoderKL.from_pretrained(vae_dir, torch_dtype=dtype, local_files_only=True)
+    log.info("decoder: UNet %s, VAE %s, IP-Adapter %s", base / "unet", vae_dir, ip_dir / "models" / IP_ADAPTER_WEIGHT)
+    vae = AutoencoderKL.from_pretrained(vae_dir, dtype=dtype, local_files_only=True)
     pipe = TokenPipeline.from_pretrained(base, vae=vae, scheduler=make_scheduler("ddim"), safety_checker=None,
                                          requires_safety_checker=False, feature_extractor=None, text_encoder=None,
-                                         tokenizer=None, torch_dtype=dtype, local_files_only=True).to(device)
+                                         tokenizer=None, dtype=dtype, local_files_only=True).to(device)
     pipe.set_progress_bar_config(disable=True)
     text_embeds = torch.zeros(1, 1, pipe.unet.config.cross_attention_dim, device=device, dtype=dtype)   # never attended to
     encoder = encoder_from_folder(ip_dir, device, dtype)

@@ -36,16 +36,16 @@ __all__ = ['log', 'WEIGHTS', 'IP_ADAPTER_WEIGHT', 'TINY', 'ENCODERS', 'ENCODER_M
            'download_command', 'weights_folder', 'check_weights', 'TokenEncoder', 'projection_from_ip_adapter',
            'read_ip_adapter', 'encoder_from_folder', 'tiny_encoder_modules', 'tiny_encoder',
            'resampler_to_ip_adapter_keys', 'ip_attention_keys', 'write_ip_adapter_folder', 'registered', 'register_in',
-           'register_encoder', 'load_encoder', 'extract_tokens', 'stimulus_tokens', 'subject_tokens']
+           'register_encoder', 'load_encoder', 'extract_tokens', 'cached_tokens', 'encoder_identity', 'stimulus_tokens',
+           'subject_tokens']
 
 # %% ../nbs/03_embeddings.ipynb #f6752c06
-WEIGHTS = {   # role -> (Hugging Face repository, local folder name, files that must exist, in diffusers/HF layout)
+WEIGHTS = {   # role -> (Hugging Face repository, local folder name, the files brainrecon reads, in the repository's layout)
     "ip_adapter": ("h94/IP-Adapter", "IP-Adapter",
                    ["models/ip-adapter-plus_sd15.safetensors", "models/image_encoder/config.json",
                     "models/image_encoder/model.safetensors"]),
     "base": ("SG161222/Realistic_Vision_V4.0_noVAE", "Realistic_Vision_V4.0_noVAE",
-             ["model_index.json", "unet/config.json", "unet/diffusion_pytorch_model.safetensors",
-              "text_encoder/config.json", "tokenizer/vocab.json", "scheduler/scheduler_config.json"]),
+             ["model_index.json", "unet/config.json", "unet/diffusion_pytorch_model.safetensors"]),   # all the decoder reads
     "vae": ("stabilityai/sd-vae-ft-mse", "sd-vae-ft-mse", ["config.json", "diffusion_pytorch_model.safetensors"]),
 }
 IP_ADAPTER_WEIGHT = "ip-adapter-plus_sd15.safetensors"   # in models/ of the IP-Adapter folder
@@ -172,6 +172,7 @@ def encoder_from_folder(folder: Path | str, device: str = "cpu", dtype: torch.dt
     weight, enc_dir = folder / "models" / IP_ADAPTER_WEIGHT, folder / "models" / "image_encoder"
     for p in (weight, enc_dir / "config.json"):
         if not p.exists(): raise MissingWeights(f"IP-Adapter folder {folder}: {p.relative_to(folder)} is missing")
+    log.info("token encoder: image encoder %s, resampler %s", enc_dir, weight)
     image_encoder = CLIPVisionModelWithProjection.from_pretrained(enc_dir, local_files_only=True)
     projection = projection_from_ip_adapter(read_ip_adapter(weight)["image_proj"])
     return TokenEncoder(image_encoder.to(device, dtype).eval(), projection.to(device, dtype).eval(),
@@ -301,22 +302,46 @@ def extract_tokens(images: np.ndarray, encoder: TokenEncoder, batch_size: int = 
 # %% ../nbs/03_embeddings.ipynb #e073b28b
 TOKENS_VERSION = 2   # 2: the uncond tokens are those of a zero input (1: of a black image); older caches are recomputed
 
+def _tokens_manifest(nsd_root, ids: np.ndarray, spec: str, fingerprint: str, token_shape) -> dict:
+    "What a token cache must match: the encoder (spec, weights, shape), the stimulus file and the image ids."
+    src = stimuli_path(nsd_root)
+    st = src.stat()
+    return {"version": TOKENS_VERSION, "encoder": spec, "encoder_fingerprint": fingerprint, "token_shape": list(token_shape),
+            "stimuli": str(src.resolve()), "stimuli_size": st.st_size, "stimuli_mtime_ns": st.st_mtime_ns,
+            "ids_sha256": hashlib.sha256(np.asarray(ids, np.int64).tobytes()).hexdigest(), "n": int(len(ids))}
+
+def cached_tokens(out_path: Path | str, manifest: dict) -> tuple[np.ndarray, np.ndarray] | None:
+    "The tokens and uncond tokens cached at `out_path` if its manifest matches `manifest`, else None."
+    out_path, meta = Path(out_path), Path(out_path).with_suffix(".json")
+    if not (out_path.is_file() and meta.is_file()): return None
+    try: old = json.loads(meta.read_text())
+    except ValueError: return None
+    if {k: old.get(k) for k in manifest} != manifest: return None
+    return np.load(out_path), np.asarray(old["uncond"], np.float32)
+
+def encoder_identity(spec: str | Path, models_root: Path | str | None = None) -> dict | None:
+    """`spec`, weights fingerprint and token shape of an IP-Adapter-layout encoder, read from its files without building
+    it (what a token cache is checked against); None for other encoders (they must be built to know)."""
+    if str(spec) == "ip-adapter-plus": folder = weights_folder("ip_adapter", models_root)
+    elif str(spec) not in ENCODERS and str(spec) not in ENCODER_MODULES and Path(spec).is_dir(): folder = Path(spec)
+    else: return None
+    weight, enc_dir = folder / "models" / IP_ADAPTER_WEIGHT, folder / "models" / "image_encoder"
+    if not weight.is_file() or not enc_dir.is_dir(): return None
+    with safe_open(str(weight), framework="pt") as f:
+        keys = set(f.keys())
+        if not {"image_proj.latents", "image_proj.proj_out.weight"} <= keys: return None
+        shape = (f.get_slice("image_proj.latents").get_shape()[1], f.get_slice("image_proj.proj_out.weight").get_shape()[0])
+    return dict(spec=str(folder), fingerprint=_file_fingerprint(weight, *sorted(enc_dir.glob("*"))), token_shape=tuple(shape))
+
 def stimulus_tokens(nsd_root, ids: np.ndarray, encoder: TokenEncoder, out_path: Path | str,
                     batch_size: int = 32, progress: bool = True) -> tuple[np.ndarray, np.ndarray]:
     "Tokens `(n, tokens, width)` of NSD stimuli `ids` and the uncond tokens `(tokens, width)`, cached at `out_path` (.npy)."
     out_path = Path(out_path)
     ids = np.asarray(ids, np.int64)
-    src = stimuli_path(nsd_root)
-    st = src.stat()
-    manifest = {"version": TOKENS_VERSION, "encoder": encoder.spec, "encoder_fingerprint": encoder.fingerprint, "token_shape": list(encoder.token_shape),
-                "stimuli": str(src.resolve()), "stimuli_size": st.st_size, "stimuli_mtime_ns": st.st_mtime_ns,
-                "ids_sha256": hashlib.sha256(ids.tobytes()).hexdigest(), "n": int(len(ids))}
+    manifest = _tokens_manifest(nsd_root, ids, encoder.spec, encoder.fingerprint, encoder.token_shape)
+    cached = cached_tokens(out_path, manifest)
+    if cached is not None: return cached
     meta = out_path.with_suffix(".json")
-    if out_path.is_file() and meta.is_file():
-        try: old = json.loads(meta.read_text())
-        except ValueError: old = {}
-        if {k: old.get(k) for k in manifest} == manifest:
-            return np.load(out_path), np.asarray(old["uncond"], np.float32)
     tokens = np.empty((len(ids), *encoder.token_shape), np.float32)
     for a in tqdm(range(0, len(ids), batch_size), desc=f"tokens {out_path.stem}", disable=not progress):
         tokens[a:a + batch_size] = encoder(load_stimuli(nsd_root, ids[a:a + batch_size])).numpy()
@@ -330,9 +355,15 @@ def stimulus_tokens(nsd_root, ids: np.ndarray, encoder: TokenEncoder, out_path: 
 def subject_tokens(cfg: Config, prep: PreparedSubject, encoder: TokenEncoder | None = None,
                    progress: bool = True) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Target tokens of `prep`'s train and test images `(n, tokens, width)` float32 and the uncond tokens, cached in
-    the run's `tokens` folder. `encoder` defaults to the one `cfg` names (`cfg.encoder_spec`)."""
-    encoder = encoder or load_encoder(cfg.encoder_spec, device=resolve_device(cfg.device), models_root=cfg.models_root)
+    the run's `tokens` folder. `encoder` defaults to the one `cfg` names (`cfg.encoder_spec`), built only when a cache
+    does not match (a BG site reads its tokens every round: building the 2.5 GB image encoder for that would be waste)."""
     name = subject_folder(prep.subject)
+    paths = [cfg.run_path("tokens", f"{name}_{split}.npy") for split in ("train", "test")]
+    identity = encoder_identity(cfg.encoder_spec, cfg.models_root) if encoder is None else None
+    if identity is not None:
+        hits = [cached_tokens(p, _tokens_manifest(cfg.nsd_path, ids, **identity)) for p, ids in zip(paths, (prep.train_ids, prep.test_ids))]
+        if all(h is not None for h in hits): return hits[0][0], hits[1][0], hits[0][1]
+    encoder = encoder or load_encoder(cfg.encoder_spec, device=resolve_device(cfg.device), models_root=cfg.models_root)
     train, uncond = stimulus_tokens(cfg.nsd_path, prep.train_ids, encoder, cfg.run_path("tokens", f"{name}_train.npy"),
                                     progress=progress)
     test, _ = stimulus_tokens(cfg.nsd_path, prep.test_ids, encoder, cfg.run_path("tokens", f"{name}_test.npy"), progress=progress)

@@ -19,7 +19,7 @@ import torchvision.models as tvm
 from torchvision.models.feature_extraction import create_feature_extractor
 from torchvision.transforms import InterpolationMode
 from torchvision.transforms import functional as TF
-from huggingface_hub import snapshot_download
+from huggingface_hub import snapshot_download, try_to_load_from_cache
 from PIL import Image
 from tqdm.auto import tqdm
 from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
@@ -355,7 +355,10 @@ def _clip_model(weights_dir: Path | None, random_weights: bool):
     local = Path(weights_dir) / "clip-vit-large-patch14" if weights_dir else None
     try:
         if local is not None and local.is_dir():
+            log.info("clip: weights %s", local)
             return CLIPVisionModelWithProjection.from_pretrained(local, local_files_only=True)
+        cached = try_to_load_from_cache("openai/clip-vit-large-patch14", "config.json")
+        log.info("clip: weights %s", Path(cached).parent if isinstance(cached, str) else "not in the Hugging Face cache")
         return CLIPVisionModelWithProjection.from_pretrained("openai/clip-vit-large-patch14", local_files_only=True)
     except OSError as e:
         raise MissingWeights(f"clip: CLIP ViT-L/14 weights not found ({local or 'no weights_dir'}, nor the Hugging Face "
@@ -377,7 +380,10 @@ def load_feature_network(name: str, layers: Sequence[str], weights_dir: Path | N
             model = _ClipImageEmbeds(_clip_model(weights_dir, random_weights))
         else:
             model = _torchvision_model(name)
-            if not random_weights: _load_state(model, _find_weights(FEATURE_NETWORKS[name], weights_dir, protocol), name)
+            if not random_weights:
+                path = _find_weights(FEATURE_NETWORKS[name], weights_dir, protocol)
+                log.info("%s: weights %s", name, path)
+                _load_state(model, path, name)
             with warnings.catch_warnings():   # torchvision notes that train-mode graphs differ (Inception's aux head)
                 warnings.filterwarnings("ignore", message="NOTE: The nodes obtained by tracing")
                 model = create_feature_extractor(model.eval(), return_nodes=list(layers))

@@ -99,15 +99,18 @@ def _up_to_date(record_path: Path, key: str) -> bool:
     return all(Path(f).is_file() and Path(f).stat().st_size == size for f, size in record["outputs"].items())
 
 # %% ../nbs/90_reproduce.ipynb #c077e72b
-def run_experiment(notebook: Path, out: Path, config: Config, progress: bool = True, **parameters) -> Path:
-    "Execute one experiment `notebook` with `config` (and stage `parameters`) into `out`; return `out`."
+def run_experiment(notebook: Path, out: Path, config: Config, progress: bool = True, log_output: bool = False,
+                   **parameters) -> Path:
+    """Execute one experiment `notebook` with `config` (and stage `parameters`) into `out`; return `out`.
+    `log_output`: also pass every cell's output to the `papermill` logger as it comes (e.g. into a log file)."""
     env_path = os.environ.get("PATH", "")
     os.environ["PATH"] = str(Path(sys.executable).parent) + os.pathsep + env_path
     try:
         with atomic_path(out) as tmp:
             try:
                 pm.execute_notebook(notebook, tmp, parameters={"config": config.to_dict(), **parameters},
-                                    kernel_name="python3", cwd=str(notebook.parent), progress_bar=progress)
+                                    kernel_name="python3", cwd=str(notebook.parent), progress_bar=progress,
+                                    log_output=log_output)
             except pm.PapermillExecutionError as e:
                 failed = out.with_name(out.stem + ".failed.ipynb")
                 os.replace(tmp, failed)
@@ -118,11 +121,11 @@ def run_experiment(notebook: Path, out: Path, config: Config, progress: bool = T
     return out
 
 def reproduce(config: Config, only: list[str] | None = None, progress: bool = True, parameters: dict | None = None,
-              force: bool = False) -> list[dict]:
+              force: bool = False, log_output: bool = False) -> list[dict]:
     """Run the experiment notebooks in order (or those whose name contains one of `only`), skipping up-to-date stages.
 
     `parameters` go to every notebook that declares them in its `parameters` cell (e.g. `steps`). `force`: run even
-    up-to-date stages. Returns one dict per stage considered: name, status ("ran" or "skipped"), seconds, notebook."""
+    up-to-date stages. `log_output`: pass the notebooks' outputs to the `papermill` logger. Returns one dict per stage considered: name, status ("ran" or "skipped"), seconds, notebook."""
     notebooks = {p.stem: p for p in experiment_notebooks()}
     specs, library = stage_specs(), library_digest()
     folder = config.run_path("notebooks")
@@ -143,7 +146,7 @@ def reproduce(config: Config, only: list[str] | None = None, progress: bool = Tr
         log.info("%s: running %s", name, stage or "")
         record.unlink(missing_ok=True)
         t0 = time.perf_counter()
-        run_experiment(nb, out, config, progress=progress, **stage)
+        run_experiment(nb, out, config, progress=progress, log_output=log_output, **stage)
         seconds = time.perf_counter() - t0
         products = stage_products(config, specs[name])
         missing = [str(p) for p in products if not p.exists()]
