@@ -1,80 +1,70 @@
-"""GPU benchmark of decoding: the thesis setting against faster settings, same model, same run.
+"""Decoding speed of SD 1.5 + IP-Adapter Plus at 512 x 512 on a GPU: images per second for the thesis' setting (DDIM
+100, fp16, batch 1) and other sampler settings, in the same run. Weights: `--models` (a models_root with IP-Adapter/,
+Realistic_Vision_V4.0_noVAE/, sd-vae-ft-mse/; the real ones, or a rehearsal's random ones: the speed is the same).
 
-Builds an SD 1.5-size UNet and VAE with random weights and attaches a random IP-Adapter Plus
-(16 tokens x 768), so it needs no weights: the cost does not depend on the weights' values.
-Every setting runs through `brainrecon.decoding.reconstruct`, the code path of real runs.
+    python bench/decoding_gpu.py --models runs/rehearsal/models [--setting ddim:100 --setting dpm++:20 ...]
 
-  thesis : DDIM 100 steps, batch 1, fp16
-  fast   : DPM-Solver++ 25 steps, batch 8, fp16, SDPA attention, channels-last
-  fast+c : fast + torch.compile of the UNet (compile time reported, excluded from throughput)
-
-Prints images per second and the ratio to the thesis setting (goal: >= 10x).
-
-    python bench/decoding_gpu.py                      # on a CUDA machine
-    python bench/decoding_gpu.py --device cpu --quick # smoke test of the script (64 x 64, 2 steps)
-"""
+Writes bench/results/decoding_gpu.json. Without CUDA it says so and exits (a CPU run of SD 1.5 at 512 takes about
+30 s per image and step; `--device cpu` forces it anyway, for checking the script)."""
 import argparse
+import json
+import platform
+import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
 
-from brainrecon.decoding import Decoder, _pipeline, attach_ip_adapter, reconstruct
-from brainrecon.embeddings import ip_attention_keys, resampler_to_ip_adapter_keys
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+from brainrecon.decoding import load_decoder, reconstruct  # noqa: E402
 
 
-def sd15_random(device, dtype, size):
-    from diffusers import AutoencoderKL, UNet2DConditionModel
-    from diffusers.models.embeddings import IPAdapterPlusImageProjection
-    torch.manual_seed(0)
-    unet = UNet2DConditionModel(sample_size=size // 8, cross_attention_dim=768, attention_head_dim=8)   # SD 1.5's UNet
-    vae = AutoencoderKL(block_out_channels=(128, 256, 512, 512), down_block_types=("DownEncoderBlock2D",) * 4,
-                        up_block_types=("UpDecoderBlock2D",) * 4, latent_channels=4, layers_per_block=2, sample_size=size)
-    resampler = IPAdapterPlusImageProjection(embed_dims=1280, output_dims=768, hidden_dims=1280, heads=20, num_queries=16)
-    pipe = _pipeline(unet.eval(), vae.eval())
-    attach_ip_adapter(pipe, {"image_proj": resampler_to_ip_adapter_keys(resampler), "ip_adapter": ip_attention_keys(unet)})
-    pipe.to(device, dtype)
-    uncond = torch.zeros(16, 768)
-    return Decoder(pipe, torch.randn(1, 77, 768, device=device, dtype=dtype), uncond, image_size=size,
-                   spec="sd15-random", device=device, dtype=dtype)
-
-
-def throughput(decoder, n, sync, **kw):
-    tokens = np.random.default_rng(0).normal(0, 1, (n, 16, 768)).astype(np.float32)
-    reconstruct(decoder, tokens[: kw.get("batch_size", 1)], progress=False, **kw)      # warm-up
-    sync(); t0 = time.perf_counter()
-    reconstruct(decoder, tokens, seed=list(range(n)), progress=False, **kw)
-    sync()
-    return n / (time.perf_counter() - t0)
+def images_per_second(decoder, tokens, scheduler: str, steps: int, repeats: int) -> dict:
+    "Decode `tokens` one image at a time `repeats` times after one warm-up image; images per second and seconds per image."
+    reconstruct(decoder, tokens[:1], steps=steps, scheduler=scheduler, guidance_scale=7.5, progress=False)   # warm-up
+    if decoder.device.startswith("cuda"): torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    for r in range(repeats):
+        reconstruct(decoder, tokens[r % len(tokens)][None], steps=steps, scheduler=scheduler, guidance_scale=7.5,
+                    seed=r, progress=False)
+    if decoder.device.startswith("cuda"): torch.cuda.synchronize()
+    seconds = (time.perf_counter() - t0) / repeats
+    return dict(scheduler=scheduler, steps=steps, seconds_per_image=round(seconds, 4), images_per_second=round(1 / seconds, 3))
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--models", type=Path, default=ROOT / "runs" / "rehearsal" / "models",
+                    help="models_root holding the three weight folders (default: make rehearse's)")
     ap.add_argument("--device", default="cuda")
-    ap.add_argument("--quick", action="store_true", help="64 x 64 images, 2/1 steps: checks the script, not the speed")
-    ap.add_argument("--no-compile", action="store_true")
+    ap.add_argument("--setting", action="append", help="SCHEDULER:STEPS (default: ddim:100, the thesis' setting)")
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "decoding_gpu.json")
     args = ap.parse_args()
-    cuda = args.device.startswith("cuda")
-    if cuda and not torch.cuda.is_available(): raise SystemExit("no CUDA device; use --device cpu --quick to check the script")
-    sync = torch.cuda.synchronize if cuda else (lambda: None)
-    dtype = torch.float16 if cuda else torch.float32
-    size, thesis_steps, fast_steps = (64, 2, 1) if args.quick else (512, 100, 25)
-    n_thesis, n_fast = (2, 8) if args.quick else (6, 48)
-    dec = sd15_random(args.device, dtype, size)
-    print(f"device {torch.cuda.get_device_name() if cuda else 'cpu'}, {dtype}, {size} x {size}, random SD 1.5-size weights")
-    rows = [("thesis: DDIM 100, batch 1", throughput(dec, n_thesis, sync, steps=thesis_steps, scheduler="ddim", batch_size=1))]
-    dec.pipe.unet.to(memory_format=torch.channels_last)
-    dec.pipe.vae.to(memory_format=torch.channels_last)
-    rows.append(("fast: DPM++ 25, batch 8, channels-last", throughput(dec, n_fast, sync, steps=fast_steps, scheduler="dpm++", batch_size=8)))
-    if not args.no_compile and cuda:
-        t0 = time.perf_counter()
-        dec.pipe.unet = torch.compile(dec.pipe.unet, mode="max-autotune-no-cudagraphs", fullgraph=False)
-        throughput(dec, 8, sync, steps=2, scheduler="dpm++", batch_size=8)
-        print(f"torch.compile warm-up: {time.perf_counter() - t0:.0f} s")
-        rows.append(("fast + torch.compile", throughput(dec, n_fast, sync, steps=fast_steps, scheduler="dpm++", batch_size=8)))
-    base = rows[0][1]
-    for name, ips in rows:
-        print(f"{name:42s}: {ips:7.3f} images/s  ({ips / base:5.1f}x the thesis setting)")
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        print("decoding_gpu: no CUDA device here; nothing measured (run it on a GPU machine)")
+        return
+    if not (args.models / "Realistic_Vision_V4.0_noVAE").is_dir():
+        print(f"decoding_gpu: no weight folders in {args.models}; run `make rehearse` (random weights) or pass --models")
+        return
+    dtype = torch.float16 if args.device.startswith("cuda") else torch.float32
+    decoder = load_decoder("sd15", device=args.device, dtype=dtype, models_root=args.models)
+    tokens = np.random.default_rng(0).standard_normal((4, *decoder.token_shape)).astype(np.float32)
+    tokens *= 16 / np.linalg.norm(tokens.reshape(4, -1), axis=1)[:, None, None]   # a token set's typical norm
+    settings = [s.split(":") for s in (args.setting or ["ddim:100"])]
+    rows = [images_per_second(decoder, tokens, name, int(steps), args.repeats) for name, steps in settings]
+    base = rows[0]["seconds_per_image"]
+    for r in rows: r["speedup_vs_first"] = round(base / r["seconds_per_image"], 2)
+    device = torch.cuda.get_device_name() if args.device.startswith("cuda") else platform.processor() or "cpu"
+    result = dict(device=device, dtype=str(dtype), batch=1, resolution=decoder.image_size, guidance=7.5,
+                  models=str(args.models), torch=torch.__version__, rows=rows)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=1))
+    for r in rows: print(f"{r['scheduler']:6s} {r['steps']:4d} steps: {r['images_per_second']:.3f} images/s "
+                         f"({r['seconds_per_image']:.3f} s per image, x{r['speedup_vs_first']} vs the first setting)")
+    print(f"-> {args.out}")
 
 
 if __name__ == "__main__":

@@ -4,7 +4,7 @@ against the published layouts, restated here from the repositories' pages and co
 (diffusers' pipeline and IP-Adapter loader, transformers, torchvision, huggingface_hub)."""
 import json
 import os
-import re
+import shutil
 import subprocess
 import threading
 import time
@@ -33,8 +33,14 @@ def _tree_rss(proc: psutil.Process) -> int:
 
 @pytest.fixture(scope="module")
 def rehearsal(tmp_path_factory):
-    "Run `brainrecon rehearse` into an empty folder once; its time and the peak memory of its process tree."
+    """Run `brainrecon rehearse` into an empty folder once (its time and the peak memory of its process tree are
+    printed and kept in tests/artifacts/rehearsal.json); the folder (about 14 GB) is removed after the module's tests."""
     out = tmp_path_factory.mktemp("rehearsal")
+    try: yield _run_rehearsal(out)
+    finally: shutil.rmtree(out, ignore_errors=True)
+
+
+def _run_rehearsal(out):
     env = {k: v for k, v in os.environ.items() if not k.startswith("BRAINRECON_")}
     t0 = time.perf_counter()
     proc = subprocess.Popen([str(BIN / "brainrecon"), "rehearse", "--out", str(out)], cwd=ROOT, env=env,
@@ -51,7 +57,8 @@ def rehearsal(tmp_path_factory):
     seconds = time.perf_counter() - t0
     assert proc.returncode == 0, stdout + stderr[-5000:]
     record = dict(seconds=round(seconds, 1), peak_tree_rss_gb=round(peak[0] / 2**30, 2), stdout=stdout.splitlines())
-    (out / "test_record.json").write_text(json.dumps(record, indent=1))
+    (ROOT / "tests" / "artifacts").mkdir(exist_ok=True)
+    (ROOT / "tests" / "artifacts" / "rehearsal.json").write_text(json.dumps(record, indent=1))
     print(f"\nrehearsal: {seconds:.0f} s, peak RSS of its process tree {peak[0] / 2**30:.2f} GB\n{stdout}")
     return out
 
