@@ -97,14 +97,15 @@ def per_image_scores(cfg, out: Path | str, arms: Sequence[str] = ARMS) -> pd.Dat
             rows.append(pd.DataFrame(dict(arm=arm, subject=s, image=ids, score=two_way_identification_per_image(tflat, flat))))
     return pd.concat(rows, ignore_index=True)
 
-def paired_comparison(a, b, n_resamples: int = 9999, seed: int = 0) -> dict:
-    "Mean of `a - b` over paired units, its bootstrap 95% interval (paired BCa) and the Wilcoxon signed-rank p-value."
+def paired_comparison(a, b, n_resamples: int = 9999, seed: int = 0, confidence_level: float = 0.95) -> dict:
+    """Mean of `a - b` over paired units, its bootstrap interval (paired BCa, `confidence_level`; 0.90 for a two
+    one-sided equivalence test at 5%) and the Wilcoxon signed-rank p-value."""
     a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
     if a.shape != b.shape or a.ndim != 1 or len(a) < 3: raise ValueError(f"need two paired 1-D samples of 3+ units, got {a.shape}, {b.shape}")
     d = a - b
     if np.ptp(d) == 0: return dict(mean=float(d[0]), low=float(d[0]), high=float(d[0]), p=1.0 if d[0] == 0 else 0.0, n=len(d))
     ci = stats.bootstrap((a, b), lambda x, y, axis: np.mean(x - y, axis=axis), paired=True, n_resamples=n_resamples,
-                         rng=np.random.default_rng(seed)).confidence_interval
+                         confidence_level=confidence_level, rng=np.random.default_rng(seed)).confidence_interval
     return dict(mean=float(d.mean()), low=float(ci.low), high=float(ci.high), p=float(stats.wilcoxon(a, b).pvalue), n=len(d))
 
 # %% ../nbs/18_arms.ipynb #20603c45

@@ -18,8 +18,9 @@ import torch
 import yaml
 
 # %% auto #0
-__all__ = ['PIPELINES', 'RUN_FOLDERS', 'REHEARSAL_MARKER', 'REHEARSAL_LABEL', 'PRESETS', 'ENV_PREFIX', 'find_project_root',
-           'subject_folder', 'Config', 'load_config', 'atomic_path', 'resolve_device', 'setup_logging']
+__all__ = ['PIPELINES', 'RUN_FOLDERS', 'REHEARSAL_MARKER', 'REHEARSAL_LABEL', 'PRESETS', 'SAMPLER_PRESETS', 'ENV_PREFIX',
+           'find_project_root', 'subject_folder', 'Config', 'load_config', 'atomic_path', 'resolve_device',
+           'setup_logging']
 
 # %% ../nbs/00_config.ipynb #6de4eabe
 def find_project_root(start: Path | str | None = None) -> Path:
@@ -44,6 +45,7 @@ RUN_FOLDERS = {   # every product of a run, named here once: run_dir/<folder>
     "evaluation": "evaluation",            # the metrics, per image and summarised
     "efficiency": "efficiency",            # 16 vs 257 + 77 tokens: time, memory, bytes
     "arms": "arms",                        # RR, BG-local, BG-fed on identical data; learning curves; adaptation
+    "frontier": "frontier",                # samplers x steps against DDIM 100: time and quality per setting
     "notebooks": "notebooks",              # the executed experiment notebooks, the run's record
     "app": "app",                          # the dashboard's database and files
 }
@@ -59,6 +61,12 @@ PRESETS = {   # settings a study runs with; the config's `preset` names one
     # predictions re-normalised with their own statistics (transductive), DDIM 100, guidance 7.5, IP scale 1
     "thesis": dict(sessions=tuple(range(1, 38)), ridge=dict(alphas=(60000.0,), cv=None, renormalize=True),
                    decoding=dict(steps=100, interactive_steps=100, scheduler="ddim", guidance=7.5, ip_scale=1.0)),
+}
+
+SAMPLER_PRESETS = {   # the dashboard's sampler presets: the thesis' setting, and the fastest setting experiment 10 (the
+    # sampler frontier, mini world) found indistinguishable from it (figures/decoding_frontier.csv; a test keeps them equal)
+    "thesis (DDIM 100)": dict(scheduler="ddim", steps=100),
+    "fast (DPM-Solver++ 10)": dict(scheduler="dpm++", steps=10),
 }
 
 def subject_folder(subject: int) -> str:

@@ -13,8 +13,8 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 import torch.nn.functional as F
-from diffusers import (AutoencoderKL, DDIMScheduler, DPMSolverMultistepScheduler, StableDiffusionPipeline,
-                       UNet2DConditionModel)
+from diffusers import (AutoencoderKL, DDIMScheduler, DPMSolverMultistepScheduler, EulerDiscreteScheduler,
+                       StableDiffusionPipeline, UNet2DConditionModel, UniPCMultistepScheduler)
 from diffusers.models.attention_processor import IPAdapterAttnProcessor2_0
 from tqdm.auto import tqdm
 
@@ -33,14 +33,15 @@ __all__ = ['log', 'SD15_SCHEDULE', 'SCHEDULERS', 'DECODERS', 'DECODER_MODULES', 
 # %% ../nbs/04_decoding.ipynb #b5ec6943
 SD15_SCHEDULE = dict(num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
                      clip_sample=False, set_alpha_to_one=False, steps_offset=1)
-SCHEDULERS = ("ddim", "dpm++")
+SCHEDULERS = ("ddim", "dpm++", "unipc", "euler")
 
 def make_scheduler(name: str = "ddim"):
-    "A fresh scheduler `name` ('ddim' or 'dpm++'), built from SD 1.5's noise-schedule configuration."
+    "A fresh scheduler `name` (one of `SCHEDULERS`), built from SD 1.5's noise-schedule configuration."
     if name == "ddim": return DDIMScheduler.from_config(SD15_SCHEDULE)
-    if name == "dpm++":   # DPM-Solver++ has no sample clipping nor alpha-to-one setting
-        config = {k: v for k, v in SD15_SCHEDULE.items() if k not in ("clip_sample", "set_alpha_to_one")}
-        return DPMSolverMultistepScheduler.from_config(config, algorithm_type="dpmsolver++", solver_order=2)
+    config = {k: v for k, v in SD15_SCHEDULE.items() if k not in ("clip_sample", "set_alpha_to_one")}   # DDIM's own options
+    if name == "dpm++": return DPMSolverMultistepScheduler.from_config(config, algorithm_type="dpmsolver++", solver_order=2)
+    if name == "unipc": return UniPCMultistepScheduler.from_config(config)          # UniPC, 2nd order, bh2 (diffusers' defaults)
+    if name == "euler": return EulerDiscreteScheduler.from_config(config)           # Euler (Karras et al.'s Algorithm 2 without churn)
     raise ValueError(f"scheduler must be one of {SCHEDULERS}, got {name!r}")
 
 # %% ../nbs/04_decoding.ipynb #234b226b

@@ -20,9 +20,11 @@ import numpy as np
 import psutil
 import pytest
 
+from brainrecon.config import SAMPLER_PRESETS
 from conftest import BIN, ROOT
 
 playwright = pytest.importorskip("playwright.sync_api")
+expect = playwright.expect
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", "--no-first-run"]
@@ -234,6 +236,13 @@ def test_dashboard_in_a_browser(isolated_env, tmp_path, examples):
             a.get_by_text("RR fitted for subject 1").wait_for(timeout=120_000)
             a.get_by_text("RR model:").wait_for()
             steps = a.locator(".br-steps input")
+            # the sampler presets: "fast" (the frontier's pick) and back to the thesis' DDIM 100 set steps and scheduler
+            fast_name, fast = next((k, v) for k, v in SAMPLER_PRESETS.items() if k.startswith("fast"))
+            a.locator(".br-sampler").get_by_role("button", name=fast_name).click()
+            expect(steps).to_have_value(str(fast["steps"]))
+            expect(a.locator(".br-scheduler select")).to_have_value(fast["scheduler"])
+            a.locator(".br-sampler").get_by_role("button", name="thesis (DDIM 100)").click()
+            expect(steps).to_have_value("100")
             steps.fill("7")
             steps.press("Enter")
             a.locator(".br-go").click()
@@ -241,6 +250,7 @@ def test_dashboard_in_a_browser(isolated_env, tmp_path, examples):
             metrics = a.locator(".br-metrics-view").inner_text()
             assert re.search(r"PixCorr -?\d\.\d{3}\s+SSIM -?\d\.\d{3}", metrics), metrics
             assert "RR, mini decoder, 7 steps ddim, guidance 3, seed 0" in metrics, metrics
+            expect(a.locator(".br-sampler").get_by_role("button", name="custom")).to_have_class(re.compile("mod-active"))
             assert a.get_by_text(re.compile(r"done in \d+\.\d s")).is_visible()
             for css in ("br-stimulus-view", "br-reconstruction"):
                 box = a.locator(f".{css}").bounding_box()

@@ -11,7 +11,8 @@ from conftest import BIN, ROOT
 
 FAST = ["-p", "sampling_steps=5", "-p", "noise_levels=[0.0]", "-p", "n_eval=8", "-p", "guidance_scales=[3.0]",
         "-p", "rounds=3", "-p", "seeds=[0, 1]", "-p", "n_images=4", "-p", "steps=5",
-        "-p", "n_samples=100", "-p", "n_voxels=200", "-p", "measure_wire=false", "-p", "qualitative_images=4"]
+        "-p", "n_samples=100", "-p", "n_voxels=200", "-p", "measure_wire=false", "-p", "qualitative_images=4",
+        "-p", "schedulers=[ddim, euler]", "-p", "step_counts=[2, 4]"]
 
 
 def _reproduce(env, *extra):
@@ -34,7 +35,8 @@ def test_reproduce_runs_skips_and_reruns_downstream(isolated_env, tmp_path):
     nb = nbformat.read(executed[0], as_version=4)
     injected = [c for c in nb.cells if "injected-parameters" in c.metadata.get("tags", [])]
     assert injected and str(tmp_path / "data") in injected[0].source   # the run's config reached the notebook
-    for name in ("data_overview", "mini_models", "quantitative", "qualitative", "efficiency", "learning_curves", "adaptation"):
+    for name in ("data_overview", "mini_models", "quantitative", "qualitative", "efficiency", "learning_curves", "adaptation",
+                 "decoding_frontier"):
         assert (tmp_path / "figures" / f"{name}.png").stat().st_size > 10_000, name
     mini = nbformat.read(tmp_path / "run" / "notebooks" / "00_mini_models.ipynb", as_version=4)
     assert "not retrained" in "".join(o.get("text", "") for c in mini.cells for o in c.get("outputs", []))   # shipped weights
@@ -55,6 +57,12 @@ def test_reproduce_runs_skips_and_reruns_downstream(isolated_env, tmp_path):
     assert set(curves.arm) == {"RR", "BG-local", "BG-fed"} and set(curves.train_sessions) == {1, 2, 8}
     adapt = json.loads((tmp_path / "run" / "arms" / "adapt" / "seed0" / "summary.json").read_text())
     assert adapt["federation_subjects"] == [1, 2] and adapt["subject"] == 7 and len(adapt["arms"]) == 4
+
+    frontier = pd.read_csv(tmp_path / "figures" / "decoding_frontier.csv")
+    assert [tuple(r) for r in frontier[["scheduler", "steps"]].values] == [("ddim", 100), ("ddim", 2), ("ddim", 4), ("euler", 2), ("euler", 4)]
+    ref = frontier.iloc[0]
+    assert ref.same_as_thesis and ref.pixcorr_diff == 0 and ref.time_vs_thesis == 1
+    assert (frontier.seconds_per_image.iloc[1:] < ref.seconds_per_image).all()        # fewer steps, less time
 
     second, seconds = _reproduce(env)
     assert all(v == "up to date, skipped" for v in second.values()), second
