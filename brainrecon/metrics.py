@@ -137,12 +137,17 @@ def _gaussian_kernel(sigma: float = 1.5, truncate: float = 3.5) -> torch.Tensor:
 def _ssim_gray(a: torch.Tensor, b: torch.Tensor, sigma: float = 1.5, columns: bool = False) -> torch.Tensor:
     """Mean SSIM of `(n, 1, H, W)` float64 images in [0, 1] (skimage's definition, valid region): `(n,)`. With
     `columns`, the 1-D SSIM of each column (window along the columns only), averaged over columns."""
-    k = _gaussian_kernel(sigma).to(a.device)
-    kx, ky = k.view(1, 1, 1, -1), k.view(1, 1, -1, 1)
-    blur = (lambda z: F.conv2d(z, ky)) if columns else (lambda z: F.conv2d(F.conv2d(z, kx), ky))
-    mu_a, mu_b = blur(a), blur(b)
-    var_a, var_b = blur(a * a) - mu_a ** 2, blur(b * b) - mu_b ** 2
-    cov = blur(a * b) - mu_a * mu_b
+    k = _gaussian_kernel(sigma).tolist()
+    def blur_valid(z, dim):   # valid-region correlation with `k` along `dim`: shifted, weighted sums (float64 conv2d is slow)
+        n = z.shape[dim] - len(k) + 1
+        out = k[0] * z.narrow(dim, 0, n)
+        for i in range(1, len(k)): out.add_(z.narrow(dim, i, n), alpha=k[i])
+        return out
+    maps = torch.cat([a, b, a * a, b * b, a * b], 1)                 # the five local statistics, blurred together
+    blurred = blur_valid(maps, -2) if columns else blur_valid(blur_valid(maps, -1), -2)
+    mu_a, mu_b, aa, bb, ab = blurred.split(1, dim=1)
+    var_a, var_b = aa - mu_a ** 2, bb - mu_b ** 2
+    cov = ab - mu_a * mu_b
     c1, c2 = 0.01 ** 2, 0.03 ** 2
     s = ((2 * mu_a * mu_b + c1) * (2 * cov + c2)) / ((mu_a ** 2 + mu_b ** 2 + c1) * (var_a + var_b + c2))
     return s.mean((1, 2, 3))

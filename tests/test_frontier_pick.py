@@ -14,7 +14,10 @@ def test_fast_preset_is_the_frontiers_pick():
     pick = pick.iloc[0]
     assert pick.same_as_thesis
     same = frontier[frontier.same_as_thesis & ~((frontier.scheduler == "ddim") & (frontier.steps == 100))]
-    assert pick.seconds_per_image == same.seconds_per_image.min()
+    # fastest = fewest steps (one UNet evaluation per step for every sampler); ties: the closest to DDIM 100
+    fewest = same[same.steps == same.steps.min()]
+    closeness = fewest[["pixcorr_diff", "ssim_diff", "mini_diff"]].abs().max(axis=1)
+    assert pick.name == closeness.idxmin()
     # the test as stated: every metric's 90% interval of the paired difference within the margin
     for m in ("pixcorr", "ssim", "mini"):
         assert -pick.margin <= pick[f"{m}_diff_low"] and pick[f"{m}_diff_high"] <= pick.margin, m
