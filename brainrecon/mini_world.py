@@ -26,8 +26,8 @@ log = logging.getLogger(__name__)
 
 # %% auto #0
 __all__ = ['log', 'MINI_VOXELS', 'MINI_VOLUMES', 'MINI_VERSION', 'render_digits', 'low_level_features', 'roi_volume',
-           'voxel_signal', 'random_design', 'write_betas', 'make_mini_nsd', 'mini_world_params', 'ensure_mini_nsd',
-           'ensure_world', 'load_mini_truth']
+           'voxel_signal', 'random_design', 'write_betas', 'write_design_and_stimuli', 'write_sessions',
+           'make_mini_nsd', 'mini_world_params', 'ensure_mini_nsd', 'ensure_world', 'load_mini_truth']
 
 # %% ../nbs/02_mini_world.ipynb #db79b835
 MINI_VOXELS = {1: 1572, 2: 1428, 5: 1304, 7: 1268}                 # NSD's nsdgeneral counts / 10
@@ -166,6 +166,27 @@ def write_betas(path: Path, volume: np.ndarray, affine: np.ndarray, fmt: str) ->
             f.create_dataset("betas", data=volume.transpose(3, 2, 1, 0), chunks=(1, *volume.shape[2::-1]),
                              compression="gzip", compression_opts=1)
 
+def write_design_and_stimuli(root: Path, masterordering, subjectim, sharedix, images: np.ndarray) -> None:
+    "NSD's experimental design (.mat, 1-based indices as doubles) and stimulus brick (`imgBrick`, chunked by image) under `root`."
+    expdesign_path(root).parent.mkdir(parents=True)
+    scipy.io.savemat(expdesign_path(root), {"masterordering": masterordering[None].astype(np.float64),
+                                            "subjectim": subjectim.astype(np.float64),
+                                            "sharedix": sharedix[None].astype(np.float64)})
+    stimuli_path(root).parent.mkdir(parents=True)
+    with h5py.File(stimuli_path(root), "w") as f:
+        f.create_dataset("imgBrick", data=images, chunks=(1, *images.shape[1:]), compression="gzip")
+
+def write_sessions(root: Path, subject: int, mask: np.ndarray, trial_betas: np.ndarray, trials_per_session: int,
+                   rng: np.random.Generator, background_sd: float, affine: np.ndarray, fmt: str) -> None:
+    "One betas file per session: the ROI's `trial_betas` (int16, trials in design order), noise elsewhere in the brain."
+    in_brain, roi = mask == 0, mask > 0
+    for s in range(1, len(trial_betas) // trials_per_session + 1):
+        t = slice((s - 1) * trials_per_session, s * trials_per_session)
+        vol = np.zeros((*mask.shape, trials_per_session), np.int16)
+        vol[in_brain] = np.round(rng.normal(0, background_sd, (int(in_brain.sum()), trials_per_session)) * BETA_SCALE)
+        vol[roi] = trial_betas[t].T
+        write_betas(betas_path(root, subject, s, fmt), vol, affine, fmt)
+
 def make_mini_nsd(root, seed: int = 0, *, n_sessions: int = 8, trials_per_session: int = 125,
                   n_shared: int = 100, n_train: int = 400, image_size: int = 64, snr: float = 0.5,
                   betas_format: str = "nii.gz", css_exponent: float = 1.0, progress: bool = True) -> Path:
@@ -190,13 +211,7 @@ def make_mini_nsd(root, seed: int = 0, *, n_sessions: int = 8, trials_per_sessio
     masterordering, subjectim, sharedix = random_design(rng, len(images), n_sessions, trials_per_session, n_shared, n_train)
 
     with atomic_path(root, folder=True) as tmp:
-        expdesign_path(tmp).parent.mkdir(parents=True)
-        scipy.io.savemat(expdesign_path(tmp), {"masterordering": masterordering[None].astype(np.float64),
-                                               "subjectim": subjectim.astype(np.float64),
-                                               "sharedix": sharedix[None].astype(np.float64)})
-        stimuli_path(tmp).parent.mkdir(parents=True)
-        with h5py.File(stimuli_path(tmp), "w") as f:
-            f.create_dataset("imgBrick", data=images, chunks=(1, image_size, image_size, 3), compression="gzip")
+        write_design_and_stimuli(tmp, masterordering, subjectim, sharedix, images)
         (tmp / "mini").mkdir()
         np.save(tmp / "mini" / "labels.npy", labels)
         features = None
@@ -217,14 +232,7 @@ def make_mini_nsd(root, seed: int = 0, *, n_sessions: int = 8, trials_per_sessio
             noise = np.sqrt(0.9) * srng.normal(0, 1, (n_trials, signal.shape[1])) + np.sqrt(0.1) * shared_noise
             betas = signal[np.searchsorted(seen, image_id)] + noise_sd * noise
             trial_betas = np.clip(np.round(betas * BETA_SCALE), -32768, 32767).astype(np.int16)
-            in_brain = mask == 0
-            roi = mask > 0
-            for s in range(1, n_sessions + 1):
-                t = slice((s - 1) * trials_per_session, s * trials_per_session)
-                vol = np.zeros((*mask.shape, trials_per_session), np.int16)
-                vol[in_brain] = np.round(srng.normal(0, 2.0, (int(in_brain.sum()), trials_per_session)) * BETA_SCALE)
-                vol[roi] = trial_betas[t].T
-                write_betas(betas_path(tmp, subject, s, betas_format), vol, affine, betas_format)
+            write_sessions(tmp, subject, mask, trial_betas, trials_per_session, srng, 2.0, affine, betas_format)
             np.savez(tmp / "mini" / f"truth_subj{subject:02d}.npz", trial_betas=trial_betas, trial_image_id=image_id,
                      signal=signal, signal_ids=seen, noise_sd=noise_sd.astype(np.float32), semantic_share=model["share"])
         (tmp / "mini" / "world.json").write_text(json.dumps(params, indent=1))

@@ -18,10 +18,8 @@ from pathlib import Path
 from typing import Callable, Sequence
 from urllib.parse import urlparse
 
-import h5py
 import nibabel as nib
 import numpy as np
-import scipy.io
 import torch
 import torchvision.models as tvm
 import yaml
@@ -34,9 +32,9 @@ from transformers import CLIPConfig, CLIPModel, CLIPTextConfig, CLIPTextModel, C
 
 from .app_actions import export_recordings
 from .config import ENV_PREFIX, REHEARSAL_MARKER, atomic_path, load_config
-from .data import BETA_SCALE, SUBJECTS, betas_path, expdesign_path, mask_path, stimuli_path
+from .data import BETA_SCALE, SUBJECTS, mask_path
 from .embeddings import IP_ADAPTER_WEIGHT, ip_attention_keys, resampler_to_ip_adapter_keys
-from .mini_world import random_design, render_digits, roi_volume, write_betas
+from .mini_world import random_design, render_digits, roi_volume, write_design_and_stimuli, write_sessions
 from .reproduce import reproduce
 
 log = logging.getLogger(__name__)
@@ -75,13 +73,7 @@ def write_rehearsal_nsd(root, subjects: Sequence[int] = (1, 2), seed: int = 0, *
     coarse = (coarse - coarse.mean(0)) / (coarse.std(0) + 1e-6)                       # (n_stimuli, 192)
     affine = np.diag([1.8, 1.8, 1.8, 1.0])
     with atomic_path(root, folder=True) as tmp:
-        expdesign_path(tmp).parent.mkdir(parents=True)
-        scipy.io.savemat(expdesign_path(tmp), {"masterordering": masterordering[None].astype(np.float64),
-                                               "subjectim": subjectim.astype(np.float64),
-                                               "sharedix": sharedix[None].astype(np.float64)})
-        stimuli_path(tmp).parent.mkdir(parents=True)
-        with h5py.File(stimuli_path(tmp), "w") as f:   # NSD's dataset name, dtype and chunking by image
-            f.create_dataset("imgBrick", data=stimuli, chunks=(1, NSD_IMAGE_SIZE, NSD_IMAGE_SIZE, 3), compression="gzip")
+        write_design_and_stimuli(tmp, masterordering, subjectim, sharedix, stimuli)
         n_trials = n_sessions * trials_per_session
         for subject in tqdm(subjects, desc="rehearsal subjects", disable=not progress):
             srng = np.random.default_rng([seed, subject])
@@ -93,13 +85,7 @@ def write_rehearsal_nsd(root, subjects: Sequence[int] = (1, 2), seed: int = 0, *
             betas = coarse[image_id].astype(np.float32) @ weights + srng.standard_normal((n_trials, NSD_VOXELS[subject]),
                                                                                          dtype=np.float32)
             trial_betas = np.clip(np.round(betas * BETA_SCALE), -32768, 32767).astype(np.int16)
-            in_brain, roi = mask == 0, mask > 0
-            for s in range(1, n_sessions + 1):
-                t = slice((s - 1) * trials_per_session, s * trials_per_session)
-                vol = np.zeros((*mask.shape, trials_per_session), np.int16)
-                vol[in_brain] = np.round(srng.normal(0, 1.0, (int(in_brain.sum()), trials_per_session)) * BETA_SCALE)
-                vol[roi] = trial_betas[t].T
-                write_betas(betas_path(tmp, subject, s), vol, affine, "nii.gz")
+            write_sessions(tmp, subject, mask, trial_betas, trials_per_session, srng, 1.0, affine, "nii.gz")
         (tmp / REHEARSAL_MARKER).write_text(json.dumps(dict(
             what="brainrecon rehearsal data: random, at NSD's geometry; not NSD", seed=seed, subjects=list(subjects),
             n_sessions=n_sessions, trials_per_session=trials_per_session, n_shared=n_shared, n_train=n_train), indent=1))
@@ -218,7 +204,8 @@ def write_ip_adapter(folder: Path, seed: int = 0) -> Path:
     resampler = _seeded(seed + 1, lambda: IPAdapterPlusImageProjection(
         embed_dims=width, output_dims=UNET_CONFIG["cross_attention_dim"], hidden_dims=UNET_CONFIG["cross_attention_dim"],
         **RESAMPLER))
-    unet_shape = UNet2DConditionModel.from_config(UNET_CONFIG)   # for the ids and sizes of its cross-attentions
+    with torch.device("meta"):   # only the ids and sizes of its cross-attentions are read: no weights needed
+        unet_shape = UNet2DConditionModel.from_config(UNET_CONFIG)
     tensors = {f"image_proj.{k}": v for k, v in resampler_to_ip_adapter_keys(resampler).items()}
     tensors.update({f"ip_adapter.{k}": v for k, v in ip_attention_keys(unet_shape, seed + 2).items()})
     _save_weights(tensors, Path(folder) / "models" / IP_ADAPTER_WEIGHT, torch.float16)
