@@ -316,10 +316,11 @@ def _ema_update(self: SubjectSite):
         for e, p in zip(self.ema.parameters(), self.model.backbone.parameters()): e.lerp_(p, 1 - d)
 
 @patch
-def train_round(self: SubjectSite, round_: int, global_state: dict | None) -> tuple[dict, dict]:
+def train_round(self: SubjectSite, round_: int, global_state: dict | None, checkpoint: bool = True) -> tuple[dict, dict]:
     """Receive the global backbone, train one round, save; the backbone `{name: array}` to upload and the metrics.
 
-    `global_state=None`: no server (the BG-local arm): the site goes on from its own backbone."""
+    `global_state=None`: no server (the BG-local arm): the site goes on from its own backbone. `checkpoint=False`: do not
+    write the site's state after the round (a caller that cannot resume mid-run saves it once at the end: `save_state`)."""
     if round_ <= self.round:
         if round_ == self.round and self.upload is not None:
             log.info("subject %d: round %d was done before a restart; answering with the saved upload", self.subject, round_)
@@ -333,8 +334,13 @@ def train_round(self: SubjectSite, round_: int, global_state: dict | None) -> tu
     train_x, train_y = self._tensor(repeats[self.train_rows]), self.y_train[self.train_rows].to(self.device)
     with self._round_rng(round_):
         upload, metrics = self._train(round_, global_state, train_x, train_y)
-    with atomic_path(self.state_path) as tmp: torch.save(self._state(), tmp)
+    if checkpoint: self.save_state()
     return upload, metrics
+
+@patch
+def save_state(self: SubjectSite):
+    "Write the site's whole training state to `state_path` (read back when a site is built on the same folder)."
+    with atomic_path(self.state_path) as tmp: torch.save(self._state(), tmp)
 
 @patch
 @contextmanager
@@ -647,10 +653,10 @@ def train_sites(cfg, bg: BGConfig, out: Path | str, subjects=None, federated: bo
     glob = {k: v.numpy() for k, v in make_backbone(bg).state_dict().items()}
     rows = []
     for r in tqdm(range(1, bg.rounds + 1), desc="BG-fed rounds" if federated else "BG-local rounds", disable=not progress):
-        replies = [site.train_round(r, glob if federated or r == 1 else None) for site in sites]
+        replies = [site.train_round(r, glob if federated or r == 1 else None, checkpoint=False) for site in sites]
         rows += [{k: m[k] for k in ("round", "subject", "train_loss", "val_similarity")} for _, m in replies]
         if federated: glob = average_backbones([u for u, _ in replies], [site.n_train for site in sites])
-    for site in sites: site.evaluate()
+    for site in sites: site.evaluate(); site.save_state()     # a fresh run each time: the state once, at the end
     if federated:   # the global backbone, as `federate` leaves it: a new subject can be adapted to it (experiments chapter)
         state = dict(round=bg.rounds, rows=rows, settings=federation_settings(cfg, bg, out), arrays=glob)
         with atomic_path(out / "server.pt") as tmp: torch.save(state, tmp)

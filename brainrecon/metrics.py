@@ -31,8 +31,8 @@ log = logging.getLogger(__name__)
 # %% auto #0
 __all__ = ['log', 'PIXEL_SIZE', 'PROTOCOLS', 'IMAGENET_NORM', 'CLIP_NORM', 'FEATURE_METRICS', 'LOW_LEVEL', 'METRICS', 'LABELS',
            'HIGHER_IS_BETTER', 'FEATURE_METRIC_MODULES', 'FEATURE_NETWORKS', 'check_images', 'Protocol', 'get_protocol',
-           'resized', 'pixel_inputs', 'network_inputs', 'pixcorr_per_image', 'pixcorr', 'ssim_per_image', 'ssim',
-           'feature_correlations', 'two_way_identification_per_image', 'two_way_identification',
+           'resized', 'pixel_inputs', 'network_inputs', 'pixcorr_per_image', 'pixcorr', 'ssim_per_image',
+           'pixel_scores', 'ssim', 'feature_correlations', 'two_way_identification_per_image', 'two_way_identification',
            'correlation_distance_per_image', 'correlation_distance', 'FeatureMetric', 'FeatureNetwork',
            'register_feature_metric', 'weight_file', 'weight_places', 'metric_weights', 'load_feature_network',
            'Evaluation', 'extract_features', 'evaluate']
@@ -110,16 +110,19 @@ def _check_pairs(gt, rec):
     return gt, rec
 
 # %% ../nbs/05_metrics.ipynb #a2481cfb
+def _pixel_batches(gt: np.ndarray, rec: np.ndarray, protocol: str | Protocol, batch_size: int):
+    "The pairs, `batch_size` at a time, as `protocol` gives them to PixCorr and SSIM: `(g, r)`, `(b, 3, 425, 425)` float64."
+    gt, rec = _check_pairs(gt, rec)
+    for b in _batches(len(gt), batch_size): yield pixel_inputs(gt[b], protocol), pixel_inputs(rec[b], protocol)
+
+def _pixcorr_rows(g: torch.Tensor, r: torch.Tensor) -> np.ndarray:
+    g, r = g.flatten(1), r.flatten(1)
+    g, r = g - g.mean(1, keepdim=True), r - r.mean(1, keepdim=True)
+    return ((g * r).sum(1) / (g.norm(dim=1) * r.norm(dim=1))).numpy()
+
 def pixcorr_per_image(gt: np.ndarray, rec: np.ndarray, protocol: str | Protocol = "thesis", batch_size: int = 64) -> np.ndarray:
     "Pearson r between each pair's flattened RGB values at 425 x 425, as `protocol` resizes them: `(n,)` float64."
-    gt, rec = _check_pairs(gt, rec)
-    out = []
-    for b in _batches(len(gt), batch_size):
-        g = pixel_inputs(gt[b], protocol).flatten(1)
-        r = pixel_inputs(rec[b], protocol).flatten(1)
-        g, r = g - g.mean(1, keepdim=True), r - r.mean(1, keepdim=True)
-        out.append(((g * r).sum(1) / (g.norm(dim=1) * r.norm(dim=1))).numpy())
-    return np.concatenate(out)
+    return np.concatenate([_pixcorr_rows(g, r) for g, r in _pixel_batches(gt, rec, protocol, batch_size)])
 
 def pixcorr(gt: np.ndarray, rec: np.ndarray, protocol: str | Protocol = "thesis") -> float:
     "PixCorr: mean over pairs of the pixel-wise Pearson r at 425 x 425 under `protocol`."
@@ -152,17 +155,21 @@ def _ssim_gray(a: torch.Tensor, b: torch.Tensor, sigma: float = 1.5, columns: bo
     s = ((2 * mu_a * mu_b + c1) * (2 * cov + c2)) / ((mu_a ** 2 + mu_b ** 2 + c1) * (var_a + var_b + c2))
     return s.mean((1, 2, 3))
 
+def _ssim_rows(g: torch.Tensor, r: torch.Tensor, p: Protocol) -> np.ndarray:
+    w = torch.tensor(_GRAY, dtype=torch.float64).view(1, 3, 1, 1)
+    return _ssim_gray((r * w).sum(1, keepdim=True), (g * w).sum(1, keepdim=True), columns=p.ssim == "columns").numpy()
+
 def ssim_per_image(gt: np.ndarray, rec: np.ndarray, protocol: str | Protocol = "thesis", batch_size: int = 32) -> np.ndarray:
     "SSIM of each grayscale pair at 425 x 425 under `protocol` (2-D, or column-wise for `brain-diffuser`): `(n,)` float64."
-    gt, rec = _check_pairs(gt, rec)
     p = get_protocol(protocol)
-    w = torch.tensor(_GRAY, dtype=torch.float64).view(1, 3, 1, 1)
-    out = []
-    for b in _batches(len(gt), batch_size):
-        g = (pixel_inputs(gt[b], p) * w).sum(1, keepdim=True)
-        r = (pixel_inputs(rec[b], p) * w).sum(1, keepdim=True)
-        out.append(_ssim_gray(r, g, columns=p.ssim == "columns").numpy())
-    return np.concatenate(out)
+    return np.concatenate([_ssim_rows(g, r, p) for g, r in _pixel_batches(gt, rec, p, batch_size)])
+
+def pixel_scores(gt: np.ndarray, rec: np.ndarray, protocol: str | Protocol = "thesis", batch_size: int = 32) -> dict[str, np.ndarray]:
+    """PixCorr and SSIM of each pair from one resize of each image (the resize to 425 x 425 costs as much as both
+    metrics): `{"pixcorr": (n,), "ssim": (n,)}`, the values of `pixcorr_per_image` and `ssim_per_image`."""
+    p = get_protocol(protocol)
+    parts = [(_pixcorr_rows(g, r), _ssim_rows(g, r, p)) for g, r in _pixel_batches(gt, rec, p, batch_size)]
+    return dict(pixcorr=np.concatenate([a for a, _ in parts]), ssim=np.concatenate([b for _, b in parts]))
 
 def ssim(gt: np.ndarray, rec: np.ndarray, protocol: str | Protocol = "thesis") -> float:
     "SSIM: mean over pairs of the grayscale SSIM at 425 x 425 under `protocol`."
@@ -438,8 +445,9 @@ def evaluate(gt: np.ndarray, rec: np.ndarray, metrics: Sequence[str] = METRICS, 
     unknown = [m for m in metrics if m not in LOW_LEVEL and registered(FEATURE_METRICS, m, FEATURE_METRIC_MODULES) is None]
     if unknown: raise ValueError(f"unknown metric(s) {unknown}; known: {list(LOW_LEVEL) + list(FEATURE_METRICS)}")
     scores, per_image, unavailable, notes = {}, {}, {}, {}
-    if "pixcorr" in metrics: per_image["pixcorr"] = pixcorr_per_image(gt, rec, p)
-    if "ssim" in metrics: per_image["ssim"] = ssim_per_image(gt, rec, p)
+    if "pixcorr" in metrics and "ssim" in metrics: per_image.update(pixel_scores(gt, rec, p))   # one resize for both
+    elif "pixcorr" in metrics: per_image["pixcorr"] = pixcorr_per_image(gt, rec, p)
+    elif "ssim" in metrics: per_image["ssim"] = ssim_per_image(gt, rec, p)
     by_network: dict[str, list[FeatureMetric]] = {}
     for m in metrics:
         if m in FEATURE_METRICS: by_network.setdefault(FEATURE_METRICS[m].network, []).append(FEATURE_METRICS[m])
