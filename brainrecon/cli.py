@@ -16,6 +16,7 @@ import yaml
 
 from . import data
 from .config import Config, load_config, setup_logging
+from .processes import supervised
 
 # %% auto #0
 __all__ = ['app', 'ConfigOpt', 'NsdRootOpt', 'PresetOpt', 'EXPECTED_ERRORS', 'parse_sessions', 'reported', 'show_config', 'mini',
@@ -145,7 +146,11 @@ def serve_app(port: int = typer.Option(8866, help="port to serve on (127.0.0.1 o
         typer.echo(f"dashboard of {settings.user} at {url}?token={token}  (the token is shown only now)")
     else:
         typer.echo(f"dashboard of {settings.user} at {url} (open it with ?token=YOUR_TOKEN)")
-    raise typer.Exit(subprocess.call(app_serve.voila_command(notebook, port, token, settings.max_upload_bytes), env=env))
+    # SIGTERM / Ctrl-C stop Voila and its kernels with this process (processes chapter)
+    with supervised("brainrecon app"):
+        server = subprocess.Popen(app_serve.voila_command(notebook, port, token, settings.max_upload_bytes), env=env)
+        status = server.wait()
+    raise typer.Exit(status)
 
 # %% ../nbs/99_cli.ipynb #9f202190
 @app.command()
@@ -187,7 +192,9 @@ def reproduce(config_file: Optional[Path] = ConfigOpt, nsd_root: Optional[Path] 
         if not eq or not name.isidentifier(): raise typer.BadParameter(f"--param {item!r}: expected NAME=VALUE")
         parameters[name] = yaml.safe_load(value)
     ensure_world(cfg)
-    with reported(): done = run_all(cfg, only=only, parameters=parameters, force=force)
+    with supervised("brainrecon reproduce", resume="Rerun the same command to resume: finished stages are kept, the "
+                    "interrupted one runs again."), reported():
+        done = run_all(cfg, only=only, parameters=parameters, force=force)
     for stage in done:
         what = f"ran in {stage['seconds']:.0f} s" if stage["status"] == "ran" else "up to date, skipped"
         typer.echo(f"{stage['name']}: {what} ({stage['notebook']})")
@@ -303,7 +310,9 @@ def federate(rounds: Optional[int] = typer.Option(None, help="federated rounds (
     if subject: cfg = dataclasses.replace(cfg, subjects=tuple(subject))
     ensure_world(cfg)
     out = out or cfg.model_dir("BG")
-    with reported(): table = run_federation(cfg, rounds=rounds, out=out)
+    with supervised("brainrecon federate", resume="Rerun the same command to resume after the last finished round."), \
+         reported():
+        table = run_federation(cfg, rounds=rounds, out=out)
     last = table[table["round"] == table["round"].max()]
     summary = json.loads((Path(out) / "summary.json").read_text())
     for site in summary["sites"]:
@@ -329,8 +338,8 @@ def adapt(subject: int = typer.Option(..., "--subject", "-s", help="the new subj
     from brainrecon.arms import adapt as run_adapt
     cfg = _config(config_file, nsd_root=nsd_root)
     ensure_world(cfg)
-    with reported(): summary = run_adapt(cfg, subject, federation, out, sessions=sessions, rounds=rounds, seed=seed,
-                                         n_images=images)
+    with supervised("brainrecon adapt", resume="Rerun the same command: finished arms are kept."), reported():
+        summary = run_adapt(cfg, subject, federation, out, sessions=sessions, rounds=rounds, seed=seed, n_images=images)
     for arm, a in summary["arms"].items():
         pix = a["images"].get("pixcorr")
         typer.echo(f"{arm:18s} {a['n_train']} training images: token 2-way identification {a['token_identification']:.3f}"
@@ -350,7 +359,9 @@ def rehearse(out: Path = typer.Option(..., help="folder for the rehearsal's mode
     what fails here would fail on NSD with the real weights. Rerun to resume."""
     import resource
     from brainrecon.rehearsal import rehearse as run_rehearsal
-    with reported(): result = run_rehearsal(out, device=device, steps=steps, n_images=images, force=force)
+    with supervised("brainrecon rehearse", resume="Rerun the same command to resume: written models and data and "
+                    "finished stages are kept."), reported():
+        result = run_rehearsal(out, device=device, steps=steps, n_images=images, force=force)
     for stage in result["stages"]:
         what = f"ran in {stage['seconds']:.0f} s" if stage["status"] == "ran" else "up to date, skipped"
         typer.echo(f"{stage['name']}: {what}")
