@@ -19,9 +19,9 @@ from .config import Config, load_config, setup_logging
 from .processes import supervised
 
 # %% auto #0
-__all__ = ['app', 'ConfigOpt', 'NsdRootOpt', 'PresetOpt', 'EXPECTED_ERRORS', 'parse_sessions', 'reported', 'show_config', 'mini',
-           'ensure_world', 'prepare', 'serve_app', 'fit', 'reproduce', 'evaluate', 'models', 'reconstruct_recording',
-           'main', 'federate', 'adapt', 'rehearse']
+__all__ = ['app', 'ConfigOpt', 'NsdRootOpt', 'PresetOpt', 'EXPECTED_ERRORS', 'SUPERVISED_COMMANDS', 'parse_sessions', 'reported',
+           'show_config', 'mini', 'ensure_world', 'prepare', 'serve_app', 'fit', 'reproduce', 'evaluate', 'models',
+           'reconstruct_recording', 'main', 'federate', 'adapt', 'rehearse']
 
 # %% ../nbs/99_cli.ipynb #8dd5b56a
 app = typer.Typer(help="brainrecon: reconstruct seen images from fMRI (mini world by default).",
@@ -288,8 +288,18 @@ def reconstruct_recording(recording: Path = typer.Argument(..., help="a .npy vec
     typer.echo(f"subject {subject}, {pipeline}, {decoder.spec} decoder, {scheduler} {steps} steps, guidance {guidance}, "
                f"seed {seed} ({cfg.preset} preset) -> {out}")
 
+SUPERVISED_COMMANDS = ("app", "federate", "adapt", "reproduce", "rehearse")
+
 def main():
-    "Console entry point `brainrecon`."
+    """Console entry point `brainrecon`. The long-running commands run as a child of a small supervisor process that
+    receives SIGTERM / SIGINT / SIGHUP and ends the whole process tree (processes chapter: Ray takes SIGTERM over in
+    the process that uses it)."""
+    import os
+    import sys
+    from brainrecon.processes import SUPERVISOR_ENV, supervise
+    args = sys.argv[1:]
+    if args[:1] and args[0] in SUPERVISED_COMMANDS and not os.environ.get(SUPERVISOR_ENV) and not {"--help", "-h"} & set(args):
+        raise SystemExit(supervise([sys.executable, "-c", "from brainrecon.cli import main; main()", *args], f"brainrecon {args[0]}"))
     app()
 
 # %% ../nbs/99_cli.ipynb #a80727a2

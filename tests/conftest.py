@@ -20,7 +20,7 @@ def isolated_env(tmp_path, monkeypatch):
 # --- stopping a command (SIGTERM / SIGINT) and checking that nothing it started is left --------------------------
 # Every process a command starts inherits its environment: a unique value of TAG marks the whole tree, wherever a
 # process of it went (re-parented to init included). The scan reads every process of the machine with psutil.
-TAG = "BRAINRECON_TREE_TAG"
+TAG = "STOP_TEST_TREE_TAG"   # not BRAINRECON_*: the rehearsal clears those for what it starts
 
 
 def tagged_processes(tag: str) -> list:

@@ -1,10 +1,13 @@
-"""BG on Flower across processes: a killed run resumes where it stopped with the same site state."""
+"""BG on Flower across processes: a run stopped by SIGTERM or SIGINT ends with its Ray and Flower processes, and a
+stopped or killed run resumes where it stopped with the same site state."""
 import os
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
+
+from conftest import start_tagged, stop_and_check, wait_until
 
 import numpy as np
 import pandas as pd
@@ -36,29 +39,44 @@ def config(tmp_path_factory):
     return path
 
 
-def test_killed_run_resumes_with_the_same_site_state(config):
+def _done_round(out: Path) -> int:
+    try: return int(pd.read_csv(out / "rounds.csv")["round"].max())
+    except (OSError, ValueError, pd.errors.EmptyDataError): return 0
+
+
+def test_stopped_and_killed_runs_resume_with_the_same_site_state(config):
     tmp = config.parent
-    rounds = 8
+    rounds = 10
     ref = subprocess.run([*BRAINRECON, "federate", "-c", str(config), "--rounds", str(rounds), "--out", str(tmp / "ref")],
                          cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert ref.returncode == 0, ref.stdout + ref.stderr
     assert "subject 1: best validation similarity" in ref.stdout
 
     out = tmp / "killed"
-    proc = subprocess.Popen([*BRAINRECON, "federate", "-c", str(config), "--rounds", str(rounds), "--out", str(out)],
-                            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    cmd = [*BRAINRECON, "federate", "-c", str(config), "--rounds", str(rounds), "--out", str(out)]
+    # SIGTERM after round 2, then (resumed) Ctrl-C after round 4: each time the command ends with every Ray and Flower
+    # process it started, within 30 s, with 128 + the signal, and leaves no half-written file
+    for sig, at in ((signal.SIGTERM, 2), (signal.SIGINT, 4)):
+        proc, tag = start_tagged(cmd, dict(os.environ))
+        wait_until(lambda: _done_round(out) >= at, 300, f"round {at}", proc, step=0.05)
+        err = stop_and_check(proc, tag, sig)
+        assert "Rerun the same command to resume" in err, err[-2000:]
+        if at > 2: assert "resuming after round" in err, err[-2000:]              # the second run went on from the first
+        assert not list(out.rglob(".tmp*")), list(out.rglob(".tmp*"))
+        assert at <= int(torch.load(out / "server.pt", weights_only=False)["round"]) < rounds
+    # then a crash: SIGKILL of the whole session after round 6
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     try:
         deadline = time.time() + 300
         while time.time() < deadline:
-            csv = out / "rounds.csv"
-            if csv.is_file() and pd.read_csv(csv)["round"].max() >= 2: break
+            if _done_round(out) >= 6: break
             time.sleep(0.05)
         else:
-            pytest.fail("the federation did not finish round 2 in time")
+            pytest.fail("the federation did not finish round 6 in time")
     finally:
         _kill_session(proc)
     k = int(torch.load(out / "server.pt", weights_only=False)["round"])
-    assert 2 <= k < rounds, f"killed after round {k}: too late to test resuming"
+    assert 6 <= k < rounds, f"killed after round {k}: too late to test resuming"
     saved = {s: torch.load(out / f"subj{s:02d}" / "state.pt", weights_only=False)["round"] for s in (1, 2)}
 
     res = subprocess.run([*BRAINRECON, "federate", "-c", str(config), "--rounds", str(rounds), "--out", str(out)],

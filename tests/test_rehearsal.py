@@ -5,6 +5,7 @@ against the published layouts, restated here from the repositories' pages and co
 import json
 import os
 import shutil
+import signal
 import subprocess
 import threading
 import time
@@ -17,7 +18,7 @@ import torch
 from PIL import Image
 from safetensors import safe_open
 
-from conftest import BIN, ROOT
+from conftest import BIN, ROOT, start_tagged, stop_and_check, tagged_processes, wait_until
 
 METRICS = ["pixcorr", "ssim", "alexnet2", "alexnet5", "inception", "clip", "effnet", "swav"]
 
@@ -33,15 +34,32 @@ def _tree_rss(proc: psutil.Process) -> int:
 
 @pytest.fixture(scope="module")
 def rehearsal(tmp_path_factory):
-    """Run `brainrecon rehearse` into an empty folder once (its time and the peak memory of its process tree are
-    printed and kept in tests/artifacts/rehearsal.json); the folder (about 14 GB) is removed after the module's tests."""
+    """Run `brainrecon rehearse` into an empty folder, stop it by SIGTERM during stage 02, run it again to the end (its
+    time and the peak memory of its process tree are printed and kept in tests/artifacts/rehearsal.json); the folder
+    (about 14 GB) is removed after the module's tests."""
     out = tmp_path_factory.mktemp("rehearsal")
     try: yield _run_rehearsal(out)
     finally: shutil.rmtree(out, ignore_errors=True)
 
 
+def _stop_rehearsal(out, env) -> float:
+    """Start `brainrecon rehearse`, stop it with SIGTERM once stage 01 is done and stage 02's kernel runs, check that
+    its whole tree ended and that the written models are kept (the rerun resumes). Returns the seconds it ran."""
+    t0 = time.perf_counter()
+    proc, tag = start_tagged([BIN / "brainrecon", "rehearse", "--out", out], env)
+    kernel = lambda: any("ipykernel" in " ".join(p.cmdline()) for p in tagged_processes(tag))
+    wait_until(lambda: (out / "run" / "notebooks" / "01_prepare_data.stage.json").is_file() and kernel(), 1200,
+               "stage 02's kernel", proc, step=0.5)
+    err = stop_and_check(proc, tag, signal.SIGTERM)
+    assert "Rerun the same command to resume" in err, err[-2000:]
+    assert (out / "models" / "REHEARSAL.json").is_file() and not list(out.glob(".tmp*")), sorted(p.name for p in out.iterdir())
+    assert not list((out / "run" / "notebooks").glob(".tmp*"))
+    return time.perf_counter() - t0
+
+
 def _run_rehearsal(out):
     env = {k: v for k, v in os.environ.items() if not k.startswith("BRAINRECON_")}
+    stopped = _stop_rehearsal(out, env)
     t0 = time.perf_counter()
     proc = subprocess.Popen([str(BIN / "brainrecon"), "rehearse", "--out", str(out)], cwd=ROOT, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -56,10 +74,12 @@ def _run_rehearsal(out):
     finally: done.set()
     seconds = time.perf_counter() - t0
     assert proc.returncode == 0, stdout + stderr[-5000:]
-    record = dict(seconds=round(seconds, 1), peak_tree_rss_gb=round(peak[0] / 2**30, 2), stdout=stdout.splitlines())
+    assert "01_prepare_data: up to date, skipped" in stdout and "02_tokens: ran" in stdout, stdout   # resumed
+    record = dict(stopped_run_seconds=round(stopped, 1), seconds=round(seconds, 1), peak_tree_rss_gb=round(peak[0] / 2**30, 2),
+                  stdout=stdout.splitlines())
     (ROOT / "tests" / "artifacts").mkdir(exist_ok=True)
     (ROOT / "tests" / "artifacts" / "rehearsal.json").write_text(json.dumps(record, indent=1))
-    print(f"\nrehearsal: {seconds:.0f} s, peak RSS of its process tree {peak[0] / 2**30:.2f} GB\n{stdout}")
+    print(f"\nrehearsal: stopped by SIGTERM after {stopped:.0f} s, resumed: {seconds:.0f} s, peak RSS of its process tree {peak[0] / 2**30:.2f} GB\n{stdout}")
     return out
 
 

@@ -1,12 +1,15 @@
 """The main job's fast path: `brainrecon reproduce` on the mini world into a temporary run folder, with small
-parameters; then a second run skips every stage, and changing `steps` reruns only the stages downstream of it."""
+parameters; then a second run skips every stage, and changing `steps` reruns only the stages downstream of it. Two of
+the runs are first stopped while a stage's kernel runs, by SIGTERM and by SIGINT: the command ends with its kernels,
+leaves no executed notebook without its stage record, and the next run resumes at the stopped stage."""
 import json
+import signal
 import subprocess
 
 import nbformat
 import pandas as pd
 
-from conftest import BIN, ROOT
+from conftest import BIN, ROOT, output, start_tagged, stop_and_check, tagged_processes, wait_until
 
 FAST = ["-p", "sampling_steps=5", "-p", "noise_levels=[0.0]", "-p", "n_eval=8", "-p", "guidance_scales=[3.0]",
         "-p", "rounds=3", "-p", "seeds=[0, 1]", "-p", "n_images=4", "-p", "steps=5",
@@ -22,11 +25,27 @@ def _reproduce(env, *extra):
     return {k: v.split(" (")[0] for k, v in status.items()}
 
 
+def _stop_during(env, sig, ready, *extra):
+    "Start `reproduce`, wait until `ready()` and a stage's kernel runs, stop it with `sig`; check it ended cleanly."
+    proc, tag = start_tagged([BIN / "brainrecon", "reproduce", *FAST, *extra], env)
+    kernel = lambda: any("ipykernel" in " ".join(p.cmdline()) for p in tagged_processes(tag))
+    wait_until(lambda: ready() and kernel(), 600, "a stage's kernel", proc)
+    err = stop_and_check(proc, tag, sig)
+    assert "Rerun the same command to resume" in err, err[-2000:]
+    return output(proc)[0]
+
+
 def test_reproduce_runs_skips_and_reruns_downstream(isolated_env, tmp_path):
     env = {**isolated_env, "BRAINRECON_SUBJECTS": "1,2"}
     stages = [p.stem for p in sorted((ROOT / "nbs" / "experiments").glob("[0-9]*.ipynb"))]
-    first = _reproduce(env)
-    assert list(first) == stages and all(v.startswith("ran") for v in first.values()), first
+    notebooks = tmp_path / "run" / "notebooks"
+    # stopped by SIGTERM once stages 00 and 01 are done and the next stage's kernel runs
+    _stop_during(env, signal.SIGTERM, lambda: (notebooks / "01_prepare_data.stage.json").is_file())
+    assert not list(notebooks.glob(".tmp*")) and not list(notebooks.glob("*.failed.ipynb"))
+    assert {p.name[:-len(".ipynb")] for p in notebooks.glob("*.ipynb")} == {p.name[:-len(".stage.json")] for p in notebooks.glob("*.stage.json")}
+    first = _reproduce(env)                                                    # resumes: 00 and 01 are kept
+    assert list(first) == stages, first
+    assert [first[s] for s in stages[:2]] == ["up to date, skipped"] * 2 and all(first[s].startswith("ran") for s in stages[2:]), first
 
     executed = sorted((tmp_path / "run" / "notebooks").glob("*.ipynb"))
     assert [p.stem for p in executed] == stages
@@ -66,6 +85,9 @@ def test_reproduce_runs_skips_and_reruns_downstream(isolated_env, tmp_path):
     second = _reproduce(env)
     assert all(v == "up to date, skipped" for v in second.values()), second
 
+    # steps=6 reruns 05 and what depends on it; stopped by SIGINT (Ctrl-C) while 05 runs, then run again
+    _stop_during(env, signal.SIGINT, lambda: not (notebooks / "05_reconstruct.stage.json").exists(), "-p", "steps=6")
+    assert not list(notebooks.glob(".tmp*")) and not (notebooks / "05_reconstruct.stage.json").exists()
     third = _reproduce(env, "-p", "steps=6")
     rerun = {k for k, v in third.items() if v.startswith("ran")}
     assert rerun == {"05_reconstruct", "06_evaluate", "08_figures", "09_arms"}, third    # 09 decodes its adaptation images
