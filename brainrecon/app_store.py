@@ -8,6 +8,9 @@ from __future__ import annotations
 import hashlib
 import io
 import logging
+import os
+import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -125,8 +128,11 @@ def make_engine(url: str):
     "An SQLAlchemy engine for `url`; for SQLite the folder is created, DDL is transactional and writers wait for each other."
     u = sa.engine.make_url(url)
     if u.get_backend_name() != "sqlite": return sa.create_engine(u)
-    if u.database and u.database != ":memory:": Path(u.database).parent.mkdir(parents=True, exist_ok=True)
-    engine = sa.create_engine(u, connect_args={"timeout": 30})
+    if u.database and u.database != ":memory:":
+        db = Path(u.database); db.parent.mkdir(parents=True, exist_ok=True)
+        # private like the stored files (not the umask's 0644); SQLite gives its journal the database file's mode
+        if not db.exists(): os.close(os.open(db, os.O_CREAT | os.O_WRONLY, 0o600))
+    engine = sa.create_engine(u, connect_args={"timeout": 30})      # a writer waits up to 30 s for another
 
     @sa.event.listens_for(engine, "connect")
     def _no_implicit_transactions(dbapi_connection, record):
@@ -208,23 +214,34 @@ class Store:
 
     def _mine(self, table): return table.c.owner == self.user
 
+    @contextmanager
+    def _write(self):
+        """A write transaction holding the database's write lock from its first statement (SQLite: `BEGIN IMMEDIATE`,
+        waiting up to 30 s for another writer), so a read-then-write inside it never fails half-way with "database is
+        locked", and files are removed or restored only while no other process can add a row referring to them."""
+        with self.engine.connect() as conn:
+            conn.execution_options(brainrecon_immediate=True)
+            with conn.begin(): yield conn
+
 # %% ../nbs/14_app_store.ipynb #18c1c02b
 @patch
 def _drop_unreferenced(self: Store, files) -> None:
-    "Remove those of `files` ((sha, ext) pairs) that no row of any user refers to (identical uploads share a file)."
-    for sha, ext in files:
-        with self.engine.connect() as conn:
+    """Remove those of `files` ((sha, ext) pairs) that no row of any user refers to (identical uploads share a file),
+    under the write lock: no other process adds a row referring to one of them meanwhile."""
+    with self._write() as conn:
+        for sha, ext in files:
             used = conn.execute(sa.select(sa.func.count()).select_from(recordings).where(
                 (recordings.c.voxels_sha == sha) | (recordings.c.stimulus_sha == sha))).scalar()
             used += conn.execute(sa.select(sa.func.count()).select_from(reconstructions).where(
                 reconstructions.c.image_sha == sha)).scalar()
-        if not used: self.files.remove(sha, ext)
+            if not used: self.files.remove(sha, ext)
 
 # %% ../nbs/14_app_store.ipynb #4dfc3c3b
 @patch
-def _insert(self: Store, table, files: list[tuple[bytes, str]], make_row) -> dict:
+def _insert(self: Store, table, files: list[tuple[bytes, str]], make_row, recording_id: int | None = None) -> dict:
     """Store `files` ((content, ext) pairs), then insert `make_row(*their shas)` into `table`: all or nothing (on any
-    failure the files this call wrote are removed again unless a row refers to them). The row with its id."""
+    failure the files this call wrote are removed again unless a row refers to them). `recording_id`: the row belongs
+    to this recording of the user's, checked in the same transaction. The row with its id."""
     written, shas = [], []
     try:
         for content, ext in files:
@@ -232,7 +249,12 @@ def _insert(self: Store, table, files: list[tuple[bytes, str]], make_row) -> dic
             if new: written.append((sha, ext))
             shas.append(sha)
         row = make_row(*shas)
-        with self.engine.begin() as conn:
+        with self._write() as conn:
+            if recording_id is not None and conn.execute(sa.select(recordings.c.id).where(
+                    self._mine(recordings), recordings.c.id == int(recording_id))).first() is None:
+                raise KeyError(f"{self.user} has no recording {recording_id}")
+            for (content, ext), sha in zip(files, shas):   # a concurrent delete removed an identical file meanwhile
+                if not self.files.path(sha, ext).is_file(): self.files.put(content, ext)
             rid = conn.execute(table.insert().values(**row)).inserted_primary_key[0]
     except BaseException:
         self._drop_unreferenced(written)
@@ -290,7 +312,7 @@ def recording(self: Store, recording_id: int) -> Recording:
 def rename_recording(self: Store, recording_id: int, name: str) -> Recording:
     "Give one of this user's recordings a new name."
     name = check_recording_name(name)
-    with self.engine.begin() as conn:
+    with self._write() as conn:
         n = conn.execute(recordings.update().where(self._mine(recordings), recordings.c.id == int(recording_id))
                          .values(name=name)).rowcount
     if n != 1: raise KeyError(f"{self.user} has no recording {recording_id}")
@@ -308,7 +330,7 @@ def add_reconstruction(self: Store, recording_id: int, image: np.ndarray, *, pip
                            seed=int(seed), image_sha=sha, pixcorr=None if pixcorr is None else float(pixcorr),
                            ssim=None if ssim is None else float(ssim), seconds=float(seconds), version=__version__,
                            created=_now())
-    return Reconstruction(**self._insert(reconstructions, [(png_bytes(image), ".png")], row))
+    return Reconstruction(**self._insert(reconstructions, [(png_bytes(image), ".png")], row, recording_id=recording_id))
 
 # %% ../nbs/14_app_store.ipynb #b802c47f
 @patch
@@ -339,8 +361,10 @@ def image(self: Store, reco: Reconstruction) -> np.ndarray:
 @patch
 def delete_recording(self: Store, recording_id: int) -> int:
     "Delete one of this user's recordings with its reconstructions and the files no other row uses; how many reconstructions went."
-    rec = self.recording(recording_id)
-    with self.engine.begin() as conn:
+    with self._write() as conn:        # the recording read and deleted in one locked transaction
+        r = conn.execute(sa.select(recordings).where(self._mine(recordings), recordings.c.id == int(recording_id))).first()
+        if r is None: raise KeyError(f"{self.user} has no recording {recording_id}")
+        rec = Recording(**r._mapping)
         images = conn.execute(sa.select(reconstructions.c.image_sha).where(
             self._mine(reconstructions), reconstructions.c.recording_id == rec.id)).scalars().all()
         n = conn.execute(reconstructions.delete().where(self._mine(reconstructions), reconstructions.c.recording_id == rec.id)).rowcount
@@ -348,3 +372,22 @@ def delete_recording(self: Store, recording_id: int) -> int:
     files = [(rec.voxels_sha, ".npy")] + ([(rec.stimulus_sha, ".png")] if rec.stimulus_sha else [])
     self._drop_unreferenced(files + [(sha, ".png") for sha in images])
     return n
+
+# %% ../nbs/14_app_store.ipynb #947bf2d7
+@patch
+def sweep(self: Store, tmp_age: float = 60.0) -> list[Path]:
+    "Remove stored files no row refers to, and temporary files older than `tmp_age` s; the paths removed."
+    removed, cutoff = [], time.time() - tmp_age
+    with self._write() as conn:
+        used = set(conn.execute(sa.select(recordings.c.voxels_sha)).scalars())
+        used |= set(conn.execute(sa.select(recordings.c.stimulus_sha).where(recordings.c.stimulus_sha.is_not(None))).scalars())
+        used |= set(conn.execute(sa.select(reconstructions.c.image_sha)).scalars())
+        for p in sorted(self.files.root.rglob("*")) if self.files.root.is_dir() else []:
+            try:
+                if not p.is_file(): continue
+                if p.name.startswith(".tmp-") and p.stat().st_mtime > cutoff: continue
+                if p.name.startswith(".tmp-") or p.name.split(".")[0] not in used:
+                    p.unlink(); removed.append(p)
+            except FileNotFoundError: continue
+    if removed: log.info("removed %d file(s) left by interrupted writes under %s", len(removed), self.files.root)
+    return removed

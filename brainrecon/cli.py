@@ -139,7 +139,9 @@ def serve_app(port: int = typer.Option(8866, help="port to serve on (127.0.0.1 o
         env = app_serve.dashboard_env(cfg, user=user, max_upload_mb=max_upload_mb, db_url=db_url)
         settings = app_serve.app_settings(cfg, env)
         ensure_world(cfg)                     # the mini world is generated here, not during the first page load
-        app_store.Store.open(settings)        # create or migrate the schema now: a bad database URL fails here
+        store = app_store.Store.open(settings)   # create or migrate the schema now: a bad database URL fails here
+        swept = store.sweep()                    # files left by writes killed half-way (kill -9, power loss)
+    if swept: typer.echo(f"removed {len(swept)} file(s) left by interrupted writes")
     url = f"http://127.0.0.1:{port}/"
     if token is None:
         token = app_serve.new_token()
