@@ -42,8 +42,12 @@ def start_tagged(cmd: list, env: dict):
     import uuid
     tag = uuid.uuid4().hex
     out, err = (tempfile.NamedTemporaryFile("w+", prefix=f"stop-{tag}-", suffix=s, delete=False) for s in (".out", ".err"))
-    proc = subprocess.Popen([str(c) for c in cmd], env={**env, TAG: tag}, cwd=ROOT, start_new_session=True,
-                            stdout=out, stderr=err, text=True)
+    # as from an interactive shell: SIGINT and SIGHUP at their defaults (a CI job started in the background ignores
+    # SIGINT, under nohup SIGHUP, and its children would inherit that)
+    shim = ("import os, signal, sys; [signal.signal(s, signal.SIG_DFL) for s in (signal.SIGINT, signal.SIGHUP)]; "
+            "os.execv(sys.argv[1], sys.argv[1:])")
+    proc = subprocess.Popen([sys.executable, "-c", shim, *[str(c) for c in cmd]], env={**env, TAG: tag}, cwd=ROOT,
+                            start_new_session=True, stdout=out, stderr=err, text=True)
     proc.output_files = (out.name, err.name)
     return proc, tag
 
