@@ -14,8 +14,8 @@ from PIL import Image
 from .app_serve import MIB
 
 # %% auto #0
-__all__ = ['MAX_IMAGE_SIDE', 'InvalidUpload', 'Upload', 'human_size', 'check_size', 'load_voxels', 'load_stimulus',
-           'upload_from_widget']
+__all__ = ['MAX_IMAGE_SIDE', 'MAX_IMAGE_PIXELS', 'MIN_IMAGE_SIDE', 'MAX_ASPECT', 'InvalidUpload', 'Upload', 'human_size',
+           'check_size', 'load_voxels', 'load_stimulus', 'upload_from_widget']
 
 # %% ../nbs/13_app_uploads.ipynb #e427f474
 class InvalidUpload(ValueError):
@@ -41,6 +41,34 @@ def check_size(upload: Upload, max_bytes: int) -> None:
 
 _NPY_MAGIC, _ZIP_MAGIC = b"\x93NUMPY", b"PK\x03\x04"
 
+def _check_npy_header(name: str, data: bytes, n_voxels: int, subject: int) -> None:
+    """Refuse a .npy whose header (NumPy's format: magic, version, a dict of descr, fortran_order and shape) does not
+    describe one recording of `n_voxels` numbers stored in exactly the bytes that follow: a 192-byte file may claim
+    10^12 elements, and `np.load` would try to allocate them."""
+    f = io.BytesIO(data)
+    try:
+        version = np.lib.format.read_magic(f)
+        if version not in ((1, 0), (2, 0)): raise ValueError(f"format version {version[0]}.{version[1]} is not accepted")
+        read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+        shape, _, dtype = read(f)
+    except ValueError as e: raise InvalidUpload(f"{name}: not a readable .npy file ({e})") from None
+    if dtype.hasobject:
+        raise InvalidUpload(f"{name}: holds Python objects (an object array, stored pickled); only numeric arrays are accepted")
+    if not np.issubdtype(dtype, np.floating):
+        hint = " (NSD's int16 betas are % signal change x 300: divide by 300 first)" if np.issubdtype(dtype, np.integer) else ""
+        raise InvalidUpload(f"{name}: dtype {dtype}; expected floating-point % signal change (float16/32/64){hint}")
+    if len(shape) == 2 and shape[0] == 1: shape = shape[1:]
+    if len(shape) != 1:
+        raise InvalidUpload(f"{name}: shape {tuple(shape)}; expected one recording, a vector of shape ({n_voxels},) or (1, {n_voxels}) "
+                            "(average the repeats of a stimulus first)")
+    if shape[0] != n_voxels:
+        raise InvalidUpload(f"{name}: {shape[0]} voxels, but subject {subject} has {n_voxels} (nsdgeneral); "
+                            "is this another subject's recording?")
+    have, want = len(data) - f.tell(), n_voxels * dtype.itemsize
+    if have != want:
+        raise InvalidUpload(f"{name}: not a readable .npy file (its header announces {want} bytes of data, the file holds {have}: "
+                            f"{'truncated' if have < want else 'extra bytes at the end'})")
+
 def load_voxels(upload: Upload, n_voxels: int, subject: int) -> np.ndarray:
     "The recording in `upload` as `(n_voxels,) float32` % signal change, or an `InvalidUpload` saying what is wrong."
     name, data = upload.name, upload.content
@@ -48,6 +76,7 @@ def load_voxels(upload: Upload, n_voxels: int, subject: int) -> np.ndarray:
         raise InvalidUpload(f"{name}: this is an .npz archive; upload one array saved with numpy.save (.npy)")
     if not data.startswith(_NPY_MAGIC):
         raise InvalidUpload(f"{name}: not a .npy file (it does not start with NumPy's file signature)")
+    _check_npy_header(name, data, n_voxels, subject)       # before anything is allocated: the header may lie
     try: arr = np.load(io.BytesIO(data), allow_pickle=False)
     except ValueError as e:
         if "pickle" in str(e):
@@ -69,17 +98,32 @@ def load_voxels(upload: Upload, n_voxels: int, subject: int) -> np.ndarray:
     if bad: raise InvalidUpload(f"{name}: {bad} of {n_voxels} values are NaN or infinite (or too large for float32)")
     return out
 
-MAX_IMAGE_SIDE = 8192
+MAX_IMAGE_SIDE = 2048        # longer side kept; larger images are downscaled (NSD's stimuli are 425 x 425)
+MAX_IMAGE_PIXELS = 4096 ** 2 # decoded at most: an 8192 x 8192 PNG of 215 KB would take ~1 GB to decode
+MIN_IMAGE_SIDE = 16          # a 1 x 1 "stimulus" gets an SSIM, an 8192 x 1 strip a NaN PixCorr: refused
+MAX_ASPECT = 4.0
 
 def load_stimulus(upload: Upload) -> np.ndarray:
-    "The image in `upload` as `(H, W, 3) uint8` RGB, or an `InvalidUpload` when it is not a complete, readable image."
+    """The image in `upload` as `(H, W, 3) uint8` RGB, its longer side at most `MAX_IMAGE_SIDE` (downscaled), or an
+    `InvalidUpload` when it is not a complete, readable image of a sensible size and shape. The size is checked from
+    the header, before the pixels are decoded."""
     try:
         with Image.open(io.BytesIO(upload.content)) as im:
-            if max(im.size) > MAX_IMAGE_SIDE or min(im.size) < 1:
-                raise InvalidUpload(f"{upload.name}: {im.size[0]} x {im.size[1]} pixels; at most {MAX_IMAGE_SIDE} per side")
+            w, h = im.size
+            if w * h > MAX_IMAGE_PIXELS:
+                raise InvalidUpload(f"{upload.name}: {w} x {h} pixels; at most {MAX_IMAGE_PIXELS / 1e6:.1f} megapixels")
+            if min(w, h) < MIN_IMAGE_SIDE:
+                raise InvalidUpload(f"{upload.name}: {w} x {h} pixels; at least {MIN_IMAGE_SIDE} per side")
+            if max(w, h) > MAX_ASPECT * min(w, h):
+                raise InvalidUpload(f"{upload.name}: {w} x {h} pixels; a stimulus is at most {MAX_ASPECT:g} times as long as wide")
+            im.draft("RGB", (MAX_IMAGE_SIDE, MAX_IMAGE_SIDE))          # JPEG: decode at a reduced scale where it can
             im.load()
-            rgb = np.array(im.convert("RGB"), dtype=np.uint8)
+            rgb = im.convert("RGB")
+            if max(rgb.size) > MAX_IMAGE_SIDE: rgb.thumbnail((MAX_IMAGE_SIDE, MAX_IMAGE_SIDE), Image.Resampling.LANCZOS)
+            rgb = np.array(rgb, dtype=np.uint8)
     except InvalidUpload: raise
+    except Image.UnidentifiedImageError:
+        raise InvalidUpload(f"{upload.name}: not a readable image in a format the dashboard reads (PNG, JPEG, WebP, BMP, TIFF, GIF)") from None
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
         raise InvalidUpload(f"{upload.name}: not a readable image ({e})") from None
     return rgb

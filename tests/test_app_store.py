@@ -25,7 +25,7 @@ unique = len(sys.argv) > 6                # every content new and large (262,144
 store = Store(db_url, files, user)
 rng = np.random.default_rng(seed)
 shared_vox = [np.full(64, v, np.float32) for v in (1.0, 2.0, 3.0)]
-shared_img = [np.full((8, 8, 3), v, np.uint8) for v in (10, 20)]
+shared_img = [np.full((16, 16, 3), v, np.uint8) for v in (10, 20)]
 if unique:
     class New:
         def __init__(self, make): self.make = make
