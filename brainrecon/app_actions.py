@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable
 
@@ -90,14 +91,25 @@ def check_parameters(steps: int, scheduler: str, guidance: float, seed: int) -> 
     if not 0 <= guidance <= 50: raise ValueError(f"guidance must be between 0 and 50, got {guidance}")
     if int(seed) != seed or not 0 <= seed < 2 ** 63: raise ValueError(f"seed must be a whole number >= 0, got {seed}")
 
+def _newest_file_time(folder: Path) -> datetime:
+    "When the newest file under `folder` was written, as naive UTC (as the store keeps times); the epoch if none."
+    times = [p.stat().st_mtime for p in Path(folder).rglob("*") if p.is_file()] if Path(folder).is_dir() else []
+    return datetime.fromtimestamp(max(times, default=0), timezone.utc).replace(tzinfo=None)
+
 def run_reconstruction(store: Store, cfg: Config, recording_id: int, *, pipeline: str = "RR", steps: int = 50,
                        scheduler: str = "ddim", guidance: float = 3.0, seed: int = 0, decoder=None,
                        on_step: Callable[[int, int], None] | None = None) -> Reconstruction:
-    "Reconstruct one of the user's recordings, score it against its stimulus, and keep the record (all or nothing)."
+    """Reconstruct one of the user's recordings, score it against its stimulus, and keep the record (all or nothing).
+    The same request again (recording, pipeline, model, decoder, steps, scheduler, guidance, seed; a double click)
+    returns the stored reconstruction, unless the model was refitted since."""
     check_parameters(steps, scheduler, guidance, seed)
     rec = store.recording(recording_id)
-    tokens = predict_tokens(cfg, pipeline, rec.subject, store.voxels(rec))
     decoder = decoder or get_decoder(cfg)
+    model = cfg.model_dir(pipeline, rec.subject)
+    same = store.find_reconstruction(rec.id, pipeline=pipeline, model=str(model), decoder=decoder.spec or cfg.decoder_spec,
+                                     steps=steps, scheduler=scheduler, guidance=guidance, seed=seed)
+    if same is not None and same.created >= _newest_file_time(model): return same
+    tokens = predict_tokens(cfg, pipeline, rec.subject, store.voxels(rec))
     if tuple(tokens.shape[1:]) != tuple(decoder.token_shape):
         raise ModelUnavailable(f"the {pipeline} model of subject {rec.subject} predicts tokens {tuple(tokens.shape[1:])} but the "
                                f"{decoder.spec} decoder takes {tuple(decoder.token_shape)}: refit it with this configuration's encoder")

@@ -31,7 +31,7 @@ log = logging.getLogger(__name__)
 # %% auto #0
 __all__ = ['log', 'metadata', 'schema_version', 'recordings', 'reconstructions', 'MIGRATIONS', 'SCHEMA_VERSION', 'FileStore',
            'read_schema_version', 'migrate', 'make_engine', 'Recording', 'Reconstruction', 'check_recording_name',
-           'npy_bytes', 'png_bytes', 'Store']
+           'npy_bytes', 'png_bytes', 'Store', 'StoreBusy']
 
 # %% ../nbs/14_app_store.ipynb #f845ecce
 class FileStore:
@@ -218,10 +218,19 @@ class Store:
     def _write(self):
         """A write transaction holding the database's write lock from its first statement (SQLite: `BEGIN IMMEDIATE`,
         waiting up to 30 s for another writer), so a read-then-write inside it never fails half-way with "database is
-        locked", and files are removed or restored only while no other process can add a row referring to them."""
-        with self.engine.connect() as conn:
-            conn.execution_options(brainrecon_immediate=True)
-            with conn.begin(): yield conn
+        locked", and files are removed or restored only while no other process can add a row referring to them. A lock
+        still held by another writer after 30 s is a `StoreBusy` (nothing changed)."""
+        try:
+            with self.engine.connect() as conn:
+                conn.execution_options(brainrecon_immediate=True)
+                with conn.begin(): yield conn
+        except sa.exc.OperationalError as e:
+            if "locked" not in str(e) and "busy" not in str(e): raise
+            raise StoreBusy("the database is busy (another session has been writing for 30 s); nothing was changed, "
+                            "try again") from None
+
+class StoreBusy(ValueError):
+    "The database stayed locked by another writer; the operation changed nothing and may be tried again."
 
 # %% ../nbs/14_app_store.ipynb #18c1c02b
 @patch
@@ -342,6 +351,18 @@ def reconstructions(self: Store, recording_id: int | None = None) -> list[Recons
         return [Reconstruction(**r._mapping) for r in conn.execute(q.order_by(reconstructions.c.id.desc()))]
 
 # %% ../nbs/14_app_store.ipynb #408287b0
+@patch
+def find_reconstruction(self: Store, recording_id: int, *, pipeline: str, model: str, decoder: str, steps: int,
+                        scheduler: str, guidance: float, seed: int) -> Reconstruction | None:
+    "The newest of this user's reconstructions of `recording_id` made with exactly these parameters, or None."
+    c = reconstructions.c
+    q = sa.select(reconstructions).where(self._mine(reconstructions), c.recording_id == int(recording_id), c.pipeline == pipeline,
+                                         c.model == str(model), c.decoder == str(decoder), c.steps == int(steps),
+                                         c.scheduler == scheduler, c.guidance == float(guidance), c.seed == int(seed))
+    with self.engine.connect() as conn:
+        r = conn.execute(q.order_by(c.id.desc()).limit(1)).first()
+    return None if r is None else Reconstruction(**r._mapping)
+
 @patch
 def reconstruction(self: Store, reconstruction_id: int) -> Reconstruction:
     "One of this user's reconstructions; KeyError otherwise."

@@ -7,6 +7,7 @@ a chosen number of steps, the history, and that neither user sees the other's re
 Screenshots go to tests/artifacts/.
 """
 import http.client
+import io
 import os
 import re
 import signal
@@ -101,6 +102,17 @@ def upload_message(page, kind):
     return page.locator(".br-upload-msg").inner_text()
 
 
+def _png(w: int, h: int) -> bytes:
+    "A valid black RGB PNG of w x h pixels, compressed (a large one is small on disk and large decoded)."
+    import struct
+    import zlib
+    chunk = lambda t, d: struct.pack(">I", len(d)) + t + d + struct.pack(">I", zlib.crc32(t + d) & 0xFFFFFFFF)
+    z, row = zlib.compressobj(9), b"\x00" + bytes(3 * w)                 # row by row: the image is never held
+    raw = b"".join(z.compress(row) for _ in range(h)) + z.flush()
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0)) + chunk(b"IDAT", raw)
+            + chunk(b"IEND", b""))
+
+
 def store_counts(db: Path, files: Path):
     with sqlite3.connect(db) as con:
         rows = {t: con.execute(f"SELECT owner, count(*) FROM {t} GROUP BY owner").fetchall() for t in ("recordings", "reconstructions")}
@@ -175,6 +187,15 @@ def test_dashboard_in_a_browser(isolated_env, tmp_path, examples):
         np.save(with_nan, v)
         corrupt = tmp_path / "corrupt.png"
         corrupt.write_bytes((examples / "subj01_nsd00508.png").read_bytes()[:150])
+        liar = tmp_path / "liar.npy"               # 192 bytes whose header claims 10^12 float32 values
+        buf = io.BytesIO()
+        np.lib.format.write_array_header_1_0(buf, {"descr": "<f4", "fortran_order": False, "shape": (10**12,)})
+        liar.write_bytes(buf.getvalue() + bytes(64))
+        assert liar.stat().st_size == 192
+        bomb = tmp_path / "bomb.png"               # an 8192 x 8192 PNG of a few hundred KiB (one blank image)
+        bomb.write_bytes(_png(8192, 8192))
+        dot = tmp_path / "dot.png"
+        dot.write_bytes(_png(1, 1))
 
         with playwright.sync_playwright() as pw:
             browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
@@ -194,7 +215,8 @@ def test_dashboard_in_a_browser(isolated_env, tmp_path, examples):
             a.wait_for_timeout(1000)
             assert "over the upload limit" in upload_message(a, "error")
             for bad, words in [(wrong_count, "1000 voxels, but subject 1 has 1572"), (with_nan, "1 of 1572 values are NaN"),
-                               (examples / "subj01_nsd00508.png", "not a .npy file")]:
+                               (examples / "subj01_nsd00508.png", "not a .npy file"),
+                               (liar, "1000000000000 voxels, but subject 1 has 1572")]:
                 choose_file(a, "br-voxels", bad)
                 a.locator(".br-add").click()
                 assert words in upload_message(a, "error"), words
@@ -202,6 +224,10 @@ def test_dashboard_in_a_browser(isolated_env, tmp_path, examples):
             choose_file(a, "br-stimulus", corrupt)
             a.locator(".br-add").click()
             assert "corrupt.png: not a readable image" in upload_message(a, "error")
+            for bad, words in [(bomb, "bomb.png: 8192 x 8192 pixels; at most 16.8 megapixels"), (dot, "dot.png: 1 x 1 pixels; at least 16")]:
+                choose_file(a, "br-stimulus", bad)
+                a.locator(".br-add").click()
+                assert words in upload_message(a, "error"), words
             a.screenshot(path=str(ARTIFACTS / "app_bad_upload.png"), full_page=True)
             assert store_counts(db, files) == empty and list_options(a, "br-list") == []
 
@@ -245,8 +271,9 @@ def test_dashboard_in_a_browser(isolated_env, tmp_path, examples):
             expect(steps).to_have_value("100")
             steps.fill("7")
             steps.press("Enter")
-            a.locator(".br-go").click()
+            a.locator(".br-go").dblclick()          # a double click: one reconstruction, not two
             a.locator(".br-metrics-view").get_by_text("PixCorr").wait_for(timeout=120_000)
+            a.wait_for_timeout(2000)                 # the second click's request, answered from the store
             metrics = a.locator(".br-metrics-view").inner_text()
             assert re.search(r"PixCorr -?\d\.\d{3}\s+SSIM -?\d\.\d{3}", metrics), metrics
             assert "RR, mini decoder, 7 steps ddim, guidance 3, seed 0" in metrics, metrics
@@ -283,15 +310,25 @@ def test_dashboard_in_a_browser(isolated_env, tmp_path, examples):
             b.get_by_text("no reconstructions yet").wait_for(timeout=60_000)
             b.locator(".br-stats-plot").wait_for(state="visible", timeout=60_000)
             b.screenshot(path=str(ARTIFACTS / "app_bob.png"), full_page=True)
-            # bob deletes his recording (after a confirmation); alice's is untouched
+            # bob deletes his recording (after a confirmation); alice's is untouched. A confirmation names one recording:
+            # selecting another withdraws it, and the button deletes exactly the recording it names
             b.get_by_role("tab", name="Recordings").click()
+            choose_file(b, "br-voxels", examples / "subj01_nsd00416_mean.npy")
+            b.locator(".br-name input").fill("bob-second")
+            b.locator(".br-add").click()
+            assert "added “bob-second”" in upload_message(b, "ok")
+            b.locator(".br-list select").select_option(label="bob-renamed (#2, subject 1)")
+            b.locator(".br-delete").click()
+            expect(b.locator(".br-confirm")).to_have_text("Yes, delete “bob-renamed”")
+            b.locator(".br-list select").select_option(label="bob-second (#3, subject 1)")
+            expect(b.locator(".br-confirm")).to_be_hidden()
             b.locator(".br-list select").select_option(label="bob-renamed (#2, subject 1)")
             b.locator(".br-delete").click()
             b.locator(".br-confirm").get_by_text("Yes, delete “bob-renamed”").click()
             b.get_by_text("deleted “bob-renamed” and its 0 reconstruction(s)").wait_for(timeout=30_000)
-            assert list_options(b, "br-list") == []
+            assert list_options(b, "br-list", ["bob-second (#3, subject 1)"]) == ["bob-second (#3, subject 1)"]
             rows, left = store_counts(db, files)
-            assert rows == {"recordings": [("alice", 1)], "reconstructions": [("alice", 1)]} and len(left) == 3
+            assert rows == {"recordings": [("alice", 1), ("bob", 1)], "reconstructions": [("alice", 1)]} and len(left) == 4
             a.reload()
             a.locator(".br-add").wait_for(timeout=LOAD_TIMEOUT_MS)
             assert list_options(a, "br-list", mine) == mine
