@@ -6,9 +6,12 @@
 from __future__ import annotations
 
 import getpass
+import logging
 import os
+import re
 import secrets
 import sys
+import traceback
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping
@@ -17,9 +20,9 @@ import brainrecon
 from .config import Config, find_project_root
 
 # %% auto #0
-__all__ = ['ENV_USER', 'ENV_DB', 'ENV_MAX_UPLOAD_MB', 'DEFAULT_MAX_UPLOAD_MB', 'MIB', 'AppSettings', 'check_user_name',
+__all__ = ['ENV_USER', 'ENV_DB', 'ENV_MAX_UPLOAD_MB', 'DEFAULT_MAX_UPLOAD_MB', 'MIB', 'HIDDEN', 'AppSettings', 'check_user_name',
            'current_user', 'default_db_url', 'app_settings', 'dashboard_notebook', 'websocket_limit', 'voila_command',
-           'dashboard_env', 'new_token']
+           'dashboard_env', 'new_token', 'write_token_file', 'scrub', 'install_log_scrubber', 'voila_main']
 
 # %% ../nbs/12_app_serve.ipynb #a249630c
 ENV_USER = "BRAINRECON_APP_USER"
@@ -76,12 +79,13 @@ def websocket_limit(max_upload_bytes: int) -> int:
     "The websocket message limit for an upload cap: four times the cap plus 256 MiB, so oversize files still get a message."
     return 4 * int(max_upload_bytes) + 256 * MIB
 
-def voila_command(notebook: Path | str, port: int, token: str, max_upload_bytes: int, cull_idle_s: int = 1800,
+def voila_command(notebook: Path | str, port: int, token_file: Path | str, max_upload_bytes: int, cull_idle_s: int = 1800,
                   python: str | None = None) -> list[str]:
-    "The Voila command line that serves `notebook` on 127.0.0.1:`port` behind `token`."
-    if not token: raise ValueError("a token is required")
-    return [python or sys.executable, "-m", "voila", str(notebook), "--no-browser", "--Voila.ip=127.0.0.1", f"--port={int(port)}",
-            f"--token={token}", "--Voila.port_retries=0",
+    """The command that serves `notebook` with Voila on 127.0.0.1:`port` behind the token in `token_file` (a 0600 file,
+    removed once read: `voila_main`); the token itself is never on a command line, where `ps` shows it to every user."""
+    if not Path(token_file).is_file() or not Path(token_file).read_text().strip(): raise ValueError("a token is required")
+    return [python or sys.executable, "-c", "from brainrecon.app_serve import voila_main; voila_main()", str(notebook),
+            f"--token-file={token_file}", "--no-browser", "--Voila.ip=127.0.0.1", f"--port={int(port)}", "--Voila.port_retries=0",
             f"--Voila.tornado_settings={{'websocket_max_message_size': {websocket_limit(max_upload_bytes)}}}",
             f"--MappingKernelManager.cull_idle_timeout={int(cull_idle_s)}", "--MappingKernelManager.cull_interval=60",
             "--VoilaConfiguration.show_tracebacks=False", "--theme=light"]
@@ -102,3 +106,46 @@ def dashboard_env(cfg: Config, user: str | None = None, max_upload_mb: float = D
 def new_token() -> str:
     "A fresh random access token."
     return secrets.token_urlsafe(24)
+
+def write_token_file(token: str, folder: Path | str) -> Path:
+    "`token` in a new file only its owner can read, in `folder` (made private too): what `voila_command` takes."
+    folder = Path(folder); folder.mkdir(parents=True, exist_ok=True); os.chmod(folder, 0o700)
+    path = folder / f"token-{secrets.token_hex(8)}"
+    fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
+    with os.fdopen(fd, "w") as f: f.write(token)
+    return path
+
+HIDDEN = "[token hidden]"
+
+def scrub(text: str, secret: str | None = None) -> str:
+    "`text` with every `token=...` query value and every occurrence of `secret` replaced by `HIDDEN`."
+    text = re.sub(r"(token=)[^&\s'\"<>]+", r"\1" + HIDDEN, text)
+    return text.replace(secret, HIDDEN) if secret else text
+
+def install_log_scrubber(secret: str | None = None) -> None:
+    """From now on every log record of this process is scrubbed when it is made: its message (a request line such as
+    tornado's access log `GET /?token=...`) and its traceback text."""
+    make = logging.getLogRecordFactory()
+    def factory(*args, **kwargs):
+        record = make(*args, **kwargs)
+        try: record.msg, record.args = scrub(record.getMessage(), secret), None
+        except Exception: pass                                   # a malformed record: left as it was
+        if record.exc_info and record.exc_info[0] is not None and not record.exc_text:
+            record.exc_text = scrub("".join(traceback.format_exception(*record.exc_info)).rstrip("\n"), secret)
+        return record
+    logging.setLogRecordFactory(factory)
+
+def voila_main(argv: list[str] | None = None) -> None:
+    """Voila's command line, except the token: read from the file `--token-file=PATH` names (then removed), handed to
+    Voila in its configuration (not the environment, which kernels inherit), and scrubbed from every log line."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    files = [a.split("=", 1)[1] for a in argv if a.startswith("--token-file=")]
+    if len(files) != 1: raise SystemExit("voila_main: give exactly one --token-file=PATH")
+    token = Path(files[0]).read_text().strip()
+    Path(files[0]).unlink(missing_ok=True)
+    if not token: raise SystemExit(f"voila_main: {files[0]} holds no token")
+    install_log_scrubber(token)
+    from traitlets.config import Config as TraitletsConfig
+    from voila.app import Voila
+    Voila.launch_instance(argv=[a for a in argv if not a.startswith("--token-file=")],
+                          config=TraitletsConfig({"Voila": {"token": token}}))

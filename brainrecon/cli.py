@@ -124,7 +124,9 @@ def serve_app(port: int = typer.Option(8866, help="port to serve on (127.0.0.1 o
               run_dir: Optional[Path] = typer.Option(None, help="run folder (default: config run_dir)"),
               preset: Optional[str] = PresetOpt):
     "Serve the dashboard (nbs/app.ipynb) with Voila on 127.0.0.1, behind a token."
+    import shutil
     import subprocess
+    import tempfile
     from brainrecon import app_actions, app_serve, app_store
     cfg = _config(config_file, nsd_root=nsd_root, run_dir=run_dir, preset=preset)
     if export_examples is not None:
@@ -148,10 +150,15 @@ def serve_app(port: int = typer.Option(8866, help="port to serve on (127.0.0.1 o
         typer.echo(f"dashboard of {settings.user} at {url}?token={token}  (the token is shown only now)")
     else:
         typer.echo(f"dashboard of {settings.user} at {url} (open it with ?token=YOUR_TOKEN)")
+    # the token reaches Voila in a private file, removed once read (on a command line `ps` would show it to everyone);
     # SIGTERM / Ctrl-C stop Voila and its kernels with this process (processes chapter)
-    with supervised("brainrecon app"):
-        server = subprocess.Popen(app_serve.voila_command(notebook, port, token, settings.max_upload_bytes), env=env)
-        status = server.wait()
+    secrets_dir = Path(tempfile.mkdtemp(prefix="brainrecon-app-"))
+    try:
+        with supervised("brainrecon app"):
+            token_file = app_serve.write_token_file(token, secrets_dir)
+            server = subprocess.Popen(app_serve.voila_command(notebook, port, token_file, settings.max_upload_bytes), env=env)
+            status = server.wait()
+    finally: shutil.rmtree(secrets_dir, ignore_errors=True)
     raise typer.Exit(status)
 
 # %% ../nbs/99_cli.ipynb #9f202190

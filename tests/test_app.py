@@ -174,6 +174,13 @@ def test_dashboard_in_a_browser(isolated_env, tmp_path, examples):
             status, location, body = get(alice.port, path)
             assert status in (302, 403) and "login" in location and b"br-" not in body, (path, status, location)
         assert get(alice.port, f"/?token={alice.token}")[0] == 200
+        # the tokens are on no command line (`ps` shows those to every user) and in no log line, even of failing requests
+        ps = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
+        assert alice.token not in ps and "bobs-secret-token" not in ps
+        for path in ("/voila/render/missing.ipynb?token=bobs-secret-token", "/voila/static/x.js?token=bobs-secret-token",
+                     "/api/kernels/../../etc/passwd?token=bobs-secret-token", "/?token=bobs-secret-token&x=%ZZ"):
+            get(bob.port, path)
+            get(alice.port, path.replace("bobs-secret-token", alice.token))
         # the same port again: refused, not moved to another one
         taken = brainrecon("app", "--port", str(alice.port), "--token", "x", env=isolated_env, timeout=120)
         assert taken.returncode != 0, taken.stdout + taken.stderr
@@ -336,4 +343,6 @@ def test_dashboard_in_a_browser(isolated_env, tmp_path, examples):
     finally:
         alice.stop()
         bob.stop()
+    assert "bobs-secret-token" not in bob.log.read_text(), "bob's token in his server's log"
+    assert alice.log.read_text().count(alice.token) == 1, "alice's token logged beyond the one line that tells it"
     print(f"dashboard end-to-end test: {time.time() - t0:.1f} s")
