@@ -25,7 +25,7 @@ setuptools.setup(
     python_requires=f">={cfg['min_python']}",
     packages=setuptools.find_packages(include=["brainrecon", "brainrecon.*"]),
     include_package_data=True,
-    package_data={"brainrecon": ["assets/*", "assets/*/*"]},
+    package_data={"brainrecon": ["assets/*", "assets/*/*", "assets/voila/templates/*/*"]},
     install_requires=requirements,
     entry_points={
         "console_scripts": ["brainrecon=brainrecon.cli:main"],

@@ -20,9 +20,10 @@ import brainrecon
 from .config import Config, find_project_root
 
 # %% auto #0
-__all__ = ['ENV_USER', 'ENV_DB', 'ENV_MAX_UPLOAD_MB', 'DEFAULT_MAX_UPLOAD_MB', 'MIB', 'HIDDEN', 'AppSettings', 'check_user_name',
-           'current_user', 'default_db_url', 'app_settings', 'dashboard_notebook', 'websocket_limit', 'voila_command',
-           'dashboard_env', 'new_token', 'write_token_file', 'scrub', 'install_log_scrubber', 'voila_main']
+__all__ = ['ENV_USER', 'ENV_DB', 'ENV_MAX_UPLOAD_MB', 'DEFAULT_MAX_UPLOAD_MB', 'MIB', 'TEMPLATE', 'TEMPLATES_ROOT', 'HIDDEN',
+           'AppSettings', 'check_user_name', 'current_user', 'default_db_url', 'app_settings', 'dashboard_notebook',
+           'websocket_limit', 'voila_command', 'dashboard_env', 'new_token', 'write_token_file', 'scrub',
+           'install_log_scrubber', 'voila_main']
 
 # %% ../nbs/12_app_serve.ipynb #a249630c
 ENV_USER = "BRAINRECON_APP_USER"
@@ -75,6 +76,9 @@ def dashboard_notebook(root: Path | str | None = None) -> Path:
     raise FileNotFoundError(f"the dashboard notebook nbs/app.ipynb is not in {candidates[0]} or {candidates[1]}; "
                             "run `brainrecon app` from a brainrecon checkout")
 
+TEMPLATE = "brainrecon"    # Voila's lab page without links to a public CDN: brainrecon/assets/voila/templates/brainrecon
+TEMPLATES_ROOT = Path(brainrecon.__file__).parent / "assets"
+
 def websocket_limit(max_upload_bytes: int) -> int:
     "The websocket message limit for an upload cap: four times the cap plus 256 MiB, so oversize files still get a message."
     return 4 * int(max_upload_bytes) + 256 * MIB
@@ -88,7 +92,9 @@ def voila_command(notebook: Path | str, port: int, token_file: Path | str, max_u
             f"--token-file={token_file}", "--no-browser", "--Voila.ip=127.0.0.1", f"--port={int(port)}", "--Voila.port_retries=0",
             f"--Voila.tornado_settings={{'websocket_max_message_size': {websocket_limit(max_upload_bytes)}}}",
             f"--MappingKernelManager.cull_idle_timeout={int(cull_idle_s)}", "--MappingKernelManager.cull_interval=60",
-            "--VoilaConfiguration.show_tracebacks=False", "--theme=light"]
+            "--VoilaConfiguration.show_tracebacks=False", "--theme=light", f"--template={TEMPLATE}",
+            # the login page's "set a new password" form writes a Jupyter config file Voila has none of (a 500): off
+            "--PasswordIdentityProvider.allow_password_change=False"]
 
 def dashboard_env(cfg: Config, user: str | None = None, max_upload_mb: float = DEFAULT_MAX_UPLOAD_MB, db_url: str | None = None,
                   base: Mapping[str, str] | None = None) -> dict:
@@ -101,6 +107,8 @@ def dashboard_env(cfg: Config, user: str | None = None, max_upload_mb: float = D
     if db_url: env[ENV_DB] = db_url
     env[ENV_MAX_UPLOAD_MB] = str(float(max_upload_mb))
     env["PATH"] = str(Path(sys.executable).parent) + os.pathsep + env.get("PATH", "")
+    # Voila finds its page template `TEMPLATE` under JUPYTER_PATH/voila/templates
+    env["JUPYTER_PATH"] = os.pathsep.join([str(TEMPLATES_ROOT), *filter(None, [env.get("JUPYTER_PATH")])])
     return env
 
 def new_token() -> str:

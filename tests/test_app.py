@@ -113,6 +113,22 @@ def _png(w: int, h: int) -> bytes:
             + chunk(b"IEND", b""))
 
 
+def _login(port: int, token: str, **extra) -> int:
+    "POST the login form as a browser does (its _xsrf cookie and field); the final status."
+    import http.cookiejar
+    import urllib.error
+    import urllib.parse
+    import urllib.request
+    jar = http.cookiejar.CookieJar()
+    opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(jar))
+    opener.open(f"http://127.0.0.1:{port}/login", timeout=30).read()
+    xsrf = next(c.value for c in jar if c.name == "_xsrf")
+    data = urllib.parse.urlencode({"password": token, "_xsrf": xsrf, **extra}).encode()
+    try:
+        with opener.open(f"http://127.0.0.1:{port}/login", data=data, timeout=120) as r: return r.status
+    except urllib.error.HTTPError as e: return e.code
+
+
 def store_counts(db: Path, files: Path):
     with sqlite3.connect(db) as con:
         rows = {t: con.execute(f"SELECT owner, count(*) FROM {t} GROUP BY owner").fetchall() for t in ("recordings", "reconstructions")}
@@ -174,6 +190,9 @@ def test_dashboard_in_a_browser(isolated_env, tmp_path, examples):
             status, location, body = get(alice.port, path)
             assert status in (302, 403) and "login" in location and b"br-" not in body, (path, status, location)
         assert get(alice.port, f"/?token={alice.token}")[0] == 200
+        # the login page offers no "new password" form (it wrote to a Jupyter config file that does not exist: a 500)
+        assert b"new_password" not in get(alice.port, "/login")[2]
+        assert _login(alice.port, alice.token, new_password="x") == 200
         # the tokens are on no command line (`ps` shows those to every user) and in no log line, even of failing requests
         ps = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
         assert alice.token not in ps and "bobs-secret-token" not in ps
@@ -208,10 +227,15 @@ def test_dashboard_in_a_browser(isolated_env, tmp_path, examples):
             browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
             a = browser.new_context(viewport={"width": 1200, "height": 1500}).new_page()
             b = browser.new_context(viewport={"width": 1200, "height": 1500}).new_page()
+            requested = []                         # every URL the page asks for: all on this server (the project runs offline)
+            a.on("request", lambda r: requested.append(r.url))
             a.goto(alice.url())
             b.goto(bob.url())
             a.locator(".br-add").wait_for(timeout=LOAD_TIMEOUT_MS)
             assert "user alice" in a.locator(".br-header").inner_text()
+            from urllib.parse import urlparse
+            elsewhere = [u for u in requested if urlparse(u.removeprefix("blob:")).hostname not in (None, "127.0.0.1")]
+            assert not elsewhere, elsewhere
 
             # bad uploads: a clear message each, nothing stored
             empty = store_counts(db, files)
