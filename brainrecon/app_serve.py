@@ -16,14 +16,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping
 
+from jupyter_server.services.kernels.kernelmanager import AsyncMappingKernelManager
+from tornado.web import HTTPError
+from traitlets import Integer
+
 import brainrecon
 from .config import Config, find_project_root
 
 # %% auto #0
-__all__ = ['ENV_USER', 'ENV_DB', 'ENV_MAX_UPLOAD_MB', 'DEFAULT_MAX_UPLOAD_MB', 'MIB', 'TEMPLATE', 'TEMPLATES_ROOT', 'HIDDEN',
-           'AppSettings', 'check_user_name', 'current_user', 'default_db_url', 'app_settings', 'dashboard_notebook',
-           'websocket_limit', 'voila_command', 'dashboard_env', 'new_token', 'write_token_file', 'scrub',
-           'install_log_scrubber', 'voila_main']
+__all__ = ['ENV_USER', 'ENV_DB', 'ENV_MAX_UPLOAD_MB', 'DEFAULT_MAX_UPLOAD_MB', 'MIB', 'DEFAULT_MAX_SESSIONS', 'TEMPLATE',
+           'TEMPLATES_ROOT', 'HIDDEN', 'AppSettings', 'check_user_name', 'current_user', 'default_db_url',
+           'app_settings', 'dashboard_notebook', 'CappedKernelManager', 'websocket_limit', 'voila_command',
+           'dashboard_env', 'new_token', 'write_token_file', 'scrub', 'install_log_scrubber', 'voila_main']
 
 # %% ../nbs/12_app_serve.ipynb #a249630c
 ENV_USER = "BRAINRECON_APP_USER"
@@ -76,6 +80,19 @@ def dashboard_notebook(root: Path | str | None = None) -> Path:
     raise FileNotFoundError(f"the dashboard notebook nbs/app.ipynb is not in {candidates[0]} or {candidates[1]}; "
                             "run `brainrecon app` from a brainrecon checkout")
 
+DEFAULT_MAX_SESSIONS = 4   # pages served at once (each runs a kernel of ~0.6 GB)
+
+class CappedKernelManager(AsyncMappingKernelManager):
+    "Jupyter's kernel manager with a cap on running kernels: one more page is refused (503) with a message."
+    max_kernels = Integer(DEFAULT_MAX_SESSIONS, config=True, help="kernels (dashboard pages) running at once, at most")
+
+    async def start_kernel(self, *args, **kwargs):
+        if kwargs.get("kernel_id") is None and len(self.list_kernel_ids()) >= self.max_kernels:
+            message = (f"the dashboard already serves {self.max_kernels} pages, its limit: close another tab of it "
+                       "(its session ends 5 minutes later) or try again later")
+            raise HTTPError(503, message, reason=message)          # the reason is what the error page shows
+        return await super().start_kernel(*args, **kwargs)
+
 TEMPLATE = "brainrecon"    # Voila's lab page without links to a public CDN: brainrecon/assets/voila/templates/brainrecon
 TEMPLATES_ROOT = Path(brainrecon.__file__).parent / "assets"
 
@@ -83,15 +100,18 @@ def websocket_limit(max_upload_bytes: int) -> int:
     "The websocket message limit for an upload cap: four times the cap plus 256 MiB, so oversize files still get a message."
     return 4 * int(max_upload_bytes) + 256 * MIB
 
-def voila_command(notebook: Path | str, port: int, token_file: Path | str, max_upload_bytes: int, cull_idle_s: int = 1800,
-                  python: str | None = None) -> list[str]:
+def voila_command(notebook: Path | str, port: int, token_file: Path | str, max_upload_bytes: int, cull_idle_s: int = 300,
+                  python: str | None = None, max_sessions: int = DEFAULT_MAX_SESSIONS) -> list[str]:
     """The command that serves `notebook` with Voila on 127.0.0.1:`port` behind the token in `token_file` (a 0600 file,
     removed once read: `voila_main`); the token itself is never on a command line, where `ps` shows it to every user."""
     if not Path(token_file).is_file() or not Path(token_file).read_text().strip(): raise ValueError("a token is required")
     return [python or sys.executable, "-c", "from brainrecon.app_serve import voila_main; voila_main()", str(notebook),
             f"--token-file={token_file}", "--no-browser", "--Voila.ip=127.0.0.1", f"--port={int(port)}", "--Voila.port_retries=0",
             f"--Voila.tornado_settings={{'websocket_max_message_size': {websocket_limit(max_upload_bytes)}}}",
-            f"--MappingKernelManager.cull_idle_timeout={int(cull_idle_s)}", "--MappingKernelManager.cull_interval=60",
+            # a page's kernel (~0.6 GB) ends 5 minutes after its tab closed; at most `max_sessions` run at once
+            "--VoilaConfiguration.multi_kernel_manager_class=brainrecon.app_serve.CappedKernelManager",
+            f"--CappedKernelManager.max_kernels={int(max_sessions)}",
+            f"--CappedKernelManager.cull_idle_timeout={int(cull_idle_s)}", "--CappedKernelManager.cull_interval=30",
             "--VoilaConfiguration.show_tracebacks=False", "--theme=light", f"--template={TEMPLATE}",
             # the login page's "set a new password" form writes a Jupyter config file Voila has none of (a 500): off
             "--PasswordIdentityProvider.allow_password_change=False"]

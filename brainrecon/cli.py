@@ -116,6 +116,7 @@ def serve_app(port: int = typer.Option(8866, help="port to serve on (127.0.0.1 o
               token: Optional[str] = typer.Option(None, help="access token (default: a new random one, printed once)"),
               user: Optional[str] = typer.Option(None, help="user name outside JupyterHub (default: $BRAINRECON_APP_USER, else the login name)"),
               max_upload_mb: float = typer.Option(32.0, help="largest upload accepted, MiB"),
+              max_sessions: int = typer.Option(4, help="pages served at once (each runs a kernel of ~0.6 GB); one more is refused"),
               db_url: Optional[str] = typer.Option(None, help="SQLAlchemy database URL (default: SQLite in run_dir/app)"),
               export_examples: Optional[Path] = typer.Option(None, help="write mini-world test recordings (.npy) and stimuli (.png) to this folder and exit"),
               subject: int = typer.Option(1, "--subject", "-s", help="subject of --export-examples"),
@@ -135,6 +136,7 @@ def serve_app(port: int = typer.Option(8866, help="port to serve on (127.0.0.1 o
             for p in app_actions.export_recordings(cfg, subject, export_examples, n): typer.echo(f"wrote {p}")
         return
     if not max_upload_mb > 0: raise typer.BadParameter("--max-upload-mb must be positive")
+    if max_sessions < 1: raise typer.BadParameter("--max-sessions must be at least 1")
     if token is not None and not token.strip(): raise typer.BadParameter("--token must not be empty")
     with reported():
         notebook = app_serve.dashboard_notebook()
@@ -156,7 +158,8 @@ def serve_app(port: int = typer.Option(8866, help="port to serve on (127.0.0.1 o
     try:
         with supervised("brainrecon app"):
             token_file = app_serve.write_token_file(token, secrets_dir)
-            server = subprocess.Popen(app_serve.voila_command(notebook, port, token_file, settings.max_upload_bytes), env=env)
+            server = subprocess.Popen(app_serve.voila_command(notebook, port, token_file, settings.max_upload_bytes,
+                                                              max_sessions=max_sessions), env=env)
             status = server.wait()
     finally: shutil.rmtree(secrets_dir, ignore_errors=True)
     raise typer.Exit(status)

@@ -20,7 +20,7 @@ def _free_port() -> int:
 def _get(url: str, timeout: float = 300):
     try:
         with urllib.request.urlopen(url, timeout=timeout) as r: return r.status, r.read().decode(errors="replace")
-    except urllib.error.HTTPError as e: return e.code, ""
+    except urllib.error.HTTPError as e: return e.code, e.read().decode(errors="replace")
     except Exception as e: return None, repr(e)     # the page's connection cut by the stop: expected in step 1
 
 
@@ -46,5 +46,20 @@ def test_app_stops_with_its_server_and_kernels(isolated_env):
         assert status == 200 and "brainrecon" in body.lower(), (status, body[:500])
         stop_and_check(proc, tag, signal.SIGINT)
         assert not port_open(port), "the port still accepts connections after SIGINT"
+    finally:
+        if proc.poll() is None: proc.kill()
+
+
+def test_app_caps_its_pages(isolated_env):
+    "`--max-sessions 1`: the first page gets the server's one kernel, a second page is refused with a message (503)."
+    port, token = _free_port(), "cap-test-token"
+    proc, tag = start_tagged([BIN / "brainrecon", "app", "--port", port, "--token", token, "--max-sessions", "1"], isolated_env)
+    try:
+        wait_until(lambda: port_open(port), 180, "the dashboard's port to open", proc)
+        page = f"http://127.0.0.1:{port}/?token={token}"
+        assert _get(page)[0] == 200                             # rendered; its kernel stays for the page's session
+        status, body = _get(page)
+        assert status == 503 and "already serves 1 pages" in body, (status, body[:2000])
+        stop_and_check(proc, tag, signal.SIGTERM)
     finally:
         if proc.poll() is None: proc.kill()
