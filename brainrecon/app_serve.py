@@ -13,6 +13,7 @@ import secrets
 import sys
 import traceback
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Mapping
 
@@ -87,6 +88,15 @@ class CappedKernelManager(AsyncMappingKernelManager):
     max_kernels = Integer(DEFAULT_MAX_SESSIONS, config=True, help="kernels (dashboard pages) running at once, at most")
 
     async def start_kernel(self, *args, **kwargs):
+        if kwargs.get("kernel_id") is None and len(self.list_kernel_ids()) >= self.max_kernels:
+            # first make room: kernels of pages closed or reloaded (no websocket) for over a minute; Voila's own
+            # shutdown request when a tab closes is refused by the server's XSRF check, so these are common
+            now = datetime.now(timezone.utc)             # as Jupyter keeps last_activity
+            for kid in list(self.list_kernel_ids()):
+                k = self.get_kernel(kid)
+                if self._kernel_connections.get(kid, 0) == 0 and (now - k.last_activity).total_seconds() > 60:
+                    self.log.info("kernel %s of a closed page ends to make room", kid)
+                    await self.shutdown_kernel(kid)
         if kwargs.get("kernel_id") is None and len(self.list_kernel_ids()) >= self.max_kernels:
             message = (f"the dashboard already serves {self.max_kernels} pages, its limit: close another tab of it "
                        "(its session ends 5 minutes later) or try again later")
