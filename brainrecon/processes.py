@@ -62,12 +62,12 @@ def _send(procs, sig):
         try: p.send_signal(sig)
         except psutil.Error: pass
 
-def _reap():
-    "Collect the exit status of this process's ended children (adopted orphans become zombies of ours otherwise)."
-    while True:
-        try: pid, _ = os.waitpid(-1, os.WNOHANG)
-        except ChildProcessError: return
-        if pid == 0: return
+def _reap(pids):
+    """Collect the exit status of those of `pids` that are ended children of this process (adopted orphans stay zombies
+    of ours otherwise). Only these: a `waitpid(-1)` would also take the status of a child the caller still waits for."""
+    for pid in pids:
+        try: os.waitpid(pid, os.WNOHANG)
+        except ChildProcessError: pass
 
 def stop_descendants(grace: float = GRACE_SECONDS, exclude: frozenset = frozenset()) -> int:
     """End every process below this one except `exclude`: SIGTERM to the children, up to `grace` seconds for them (and
@@ -82,7 +82,7 @@ def stop_descendants(grace: float = GRACE_SECONDS, exclude: frozenset = frozense
         if not rest: break
         _send(rest, sig)
         psutil.wait_procs(rest, timeout=wait)
-    _reap()
+    _reap(k[0] for k in seen if k is not None)
     seen.discard(None)
     return len(seen)
 
