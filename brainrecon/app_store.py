@@ -182,7 +182,7 @@ class Reconstruction:
 
 def _now() -> datetime:
     "Now in UTC, without a time zone (SQLite keeps none; every time stored is UTC)."
-    return datetime.now(timezone.utc).replace(tzinfo=None, microsecond=0)
+    return datetime.now(timezone.utc).replace(tzinfo=None)     # to the microsecond: compared with model files' times
 
 def check_recording_name(name: str) -> str:
     "A recording name: stripped, 1-200 printable characters."
