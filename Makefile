@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.brainrecon-installed
 NBDEV_TEST_FLAGS ?=
 
-.PHONY: venv test check-sync nbtest nbtest-blas pytest reproduce rehearse export bench chromium
+.PHONY: venv test check-sync nbtest nbtest-blas pytest reproduce rehearse export bench chromium proxy hub
 
 $(STAMP): requirements.txt setup.py settings.ini
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -19,7 +19,7 @@ venv: $(STAMP)
 
 ## The test command: library == notebooks, clean notebooks, notebook tests (and the numerically sensitive ones again
 ## under other BLAS settings), then tests/.
-test: venv chromium
+test: venv chromium proxy
 	$(BIN)/python tests/check_sync.py
 	$(MAKE) nbtest nbtest-blas pytest
 
@@ -45,9 +45,25 @@ nbtest-blas: venv
 pytest: venv
 	$(BIN)/python -m pytest tests
 
-# The dashboard's browser test (tests/test_app.py) drives Debian's Chromium with Playwright.
+# The dashboard's browser tests (tests/test_app.py, test_hub.py) drive Debian's Chromium with Playwright.
 chromium:
-	tools/install-chromium
+	tools/apt-install chromium chromium
+
+# The hub's proxy: configurable-http-proxy from npm (package.json, package-lock.json) into node_modules/, with
+# Debian's nodejs and npm when npm is missing.
+PROXY := node_modules/.bin/configurable-http-proxy
+$(PROXY): package.json package-lock.json
+	tools/apt-install npm nodejs npm
+	npm ci --no-audit --no-fund
+	touch $@
+
+proxy: $(PROXY)
+
+## The dashboard for a lab: JupyterHub on 127.0.0.1:$(HUB_PORT), one system account per person (needs root).
+HUB_PORT ?= 8000
+HUB_ADMIN ?= admin
+hub: venv proxy
+	$(BIN)/brainrecon hub --port $(HUB_PORT) --admin $(HUB_ADMIN)
 
 ## The main job: the papermill reproduction on the mini world, writing figures/.
 reproduce: venv

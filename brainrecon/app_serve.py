@@ -25,14 +25,15 @@ import brainrecon
 from .config import Config, find_project_root
 
 # %% auto #0
-__all__ = ['ENV_USER', 'ENV_DB', 'ENV_MAX_UPLOAD_MB', 'DEFAULT_MAX_UPLOAD_MB', 'MIB', 'DEFAULT_MAX_SESSIONS', 'TEMPLATE',
-           'TEMPLATES_ROOT', 'HIDDEN', 'AppSettings', 'check_user_name', 'current_user', 'default_db_url',
+__all__ = ['ENV_USER', 'ENV_DB', 'ENV_FILES', 'ENV_MAX_UPLOAD_MB', 'DEFAULT_MAX_UPLOAD_MB', 'MIB', 'DEFAULT_MAX_SESSIONS',
+           'TEMPLATE', 'TEMPLATES_ROOT', 'HIDDEN', 'AppSettings', 'check_user_name', 'current_user', 'default_db_url',
            'app_settings', 'dashboard_notebook', 'CappedKernelManager', 'websocket_limit', 'voila_command',
            'dashboard_env', 'new_token', 'write_token_file', 'scrub', 'install_log_scrubber', 'voila_main']
 
 # %% ../nbs/12_app_serve.ipynb #a249630c
 ENV_USER = "BRAINRECON_APP_USER"
 ENV_DB = "BRAINRECON_APP_DB"
+ENV_FILES = "BRAINRECON_APP_FILES"     # the folder of uploaded and generated files (default: run_dir/app/files)
 ENV_MAX_UPLOAD_MB = "BRAINRECON_APP_MAX_UPLOAD_MB"
 DEFAULT_MAX_UPLOAD_MB = 32.0
 MIB = 2 ** 20
@@ -70,7 +71,7 @@ def app_settings(cfg: Config, env: Mapping[str, str] | None = None) -> AppSettin
     except ValueError: raise ValueError(f"{ENV_MAX_UPLOAD_MB}={raw!r}: expected a number of MiB") from None
     if not max_mb > 0: raise ValueError(f"{ENV_MAX_UPLOAD_MB}={raw!r}: the upload limit must be positive")
     return AppSettings(user=current_user(env), db_url=env.get(ENV_DB) or default_db_url(cfg),
-                       files_dir=cfg.run_path("app", "files").resolve(), max_upload_bytes=int(max_mb * MIB))
+                       files_dir=Path(env.get(ENV_FILES) or cfg.run_path("app", "files")).resolve(), max_upload_bytes=int(max_mb * MIB))
 
 # %% ../nbs/12_app_serve.ipynb #3bce14ab
 def dashboard_notebook(root: Path | str | None = None) -> Path:

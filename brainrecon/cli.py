@@ -20,8 +20,8 @@ from .processes import supervised
 
 # %% auto #0
 __all__ = ['app', 'ConfigOpt', 'NsdRootOpt', 'PresetOpt', 'EXPECTED_ERRORS', 'SUPERVISED_COMMANDS', 'parse_sessions', 'reported',
-           'show_config', 'mini', 'ensure_world', 'prepare', 'serve_app', 'fit', 'reproduce', 'evaluate', 'models',
-           'reconstruct_recording', 'main', 'federate', 'adapt', 'rehearse']
+           'show_config', 'mini', 'ensure_world', 'prepare', 'serve_app', 'serve_hub', 'fit', 'reproduce', 'evaluate',
+           'models', 'reconstruct_recording', 'main', 'federate', 'adapt', 'rehearse']
 
 # %% ../nbs/99_cli.ipynb #8dd5b56a
 app = typer.Typer(help="brainrecon: reconstruct seen images from fMRI (mini world by default).",
@@ -164,6 +164,58 @@ def serve_app(port: int = typer.Option(8866, help="port to serve on (127.0.0.1 o
     finally: shutil.rmtree(secrets_dir, ignore_errors=True)
     raise typer.Exit(status)
 
+# %% ../nbs/99_cli.ipynb #f2b47351
+@app.command("hub")
+def serve_hub(port: int = typer.Option(8000, help="port of the hub's proxy, the one browsers use (127.0.0.1 only)"),
+              admin: str = typer.Option("admin", help="the hub name that is admin (approved at sign-up; approves the others)"),
+              run_dir: Path = typer.Option(Path("runs/hub"), help="the hub's folder: state/ (0700: its database, cookie secret), python/"),
+              homes: Path = typer.Option(Path("/home"), help="where the people's system accounts get their homes"),
+              user_prefix: str = typer.Option("brainrecon-", help="prefix of the people's system account names"),
+              max_sessions: int = typer.Option(2, help="dashboard pages one person may have open at once (~0.6 GB each)"),
+              max_upload_mb: float = typer.Option(32.0, help="largest upload accepted, MiB"),
+              config_file: Optional[Path] = ConfigOpt, nsd_root: Optional[Path] = NsdRootOpt, preset: Optional[str] = PresetOpt):
+    """Serve the dashboard to a lab with JupyterHub on 127.0.0.1 (root): sign-up with admin approval, one server per
+    person as their own system account, each person's store in their private home (chapter 21)."""
+    import os
+    import socket
+    import subprocess
+    import sys
+    from brainrecon import app_hub, app_serve
+    from brainrecon.config import find_project_root
+    if os.geteuid() != 0:
+        raise typer.BadParameter("brainrecon hub starts each person's dashboard as their own system account (useradd, "
+                                 "setuid), which needs root: run it with sudo", param_hint="the user")
+    if max_sessions < 1: raise typer.BadParameter("--max-sessions must be at least 1")
+    if not max_upload_mb > 0: raise typer.BadParameter("--max-upload-mb must be positive")
+    cfg = _config(config_file, nsd_root=nsd_root, preset=preset)
+    def free_port():
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            return s.getsockname()[1]
+    with reported():
+        root = find_project_root()
+        notebook = app_serve.dashboard_notebook()
+        config = root / "jupyterhub_config.py"
+        if not config.is_file(): raise FileNotFoundError(f"{config} is missing: run `brainrecon hub` from a brainrecon checkout")
+        proxy = app_hub.find_proxy(root)
+        os.umask(0o022)                       # the study written now (the mini world) is readable by every account
+        ensure_world(cfg)
+        settings = app_hub.hub_settings(cfg, run_dir, port=port, hub_port=free_port(), proxy_api_port=free_port(), proxy=proxy,
+                                        admin=admin, homes=homes, notebook=notebook, os_prefix=user_prefix,
+                                        max_sessions=max_sessions, max_upload_mb=max_upload_mb)
+        for folder in (cfg.data_dir, cfg.run_dir):
+            if Path(folder).exists() and not app_hub.runnable_by_others(folder):
+                raise PermissionError(f"other accounts cannot read the study's folder {Path(folder).resolve()}: "
+                                      "the people's dashboards need it (chmod -R a+rX on it and o+x on the folders above)")
+    state = Path(settings["state_dir"])
+    typer.echo(f"hub at http://127.0.0.1:{port}/hub/signup (admin: {admin}); its state in {state}")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BRAINRECON_")}
+    env[app_hub.ENV_HUB_SETTINGS] = str(state / "settings.json")
+    jupyterhub = Path(sys.executable).parent / "jupyterhub"
+    with supervised("brainrecon hub"):
+        status = subprocess.Popen([str(jupyterhub), "-f", str(config)], cwd=state, env=env).wait()
+    raise typer.Exit(status)
+
 # %% ../nbs/99_cli.ipynb #9f202190
 @app.command()
 def fit(subject: Optional[list[int]] = typer.Option(None, "--subject", "-s", help="subject(s) (default: config subjects)"),
@@ -300,7 +352,7 @@ def reconstruct_recording(recording: Path = typer.Argument(..., help="a .npy vec
     typer.echo(f"subject {subject}, {pipeline}, {decoder.spec} decoder, {scheduler} {steps} steps, guidance {guidance}, "
                f"seed {seed} ({cfg.preset} preset) -> {out}")
 
-SUPERVISED_COMMANDS = ("app", "federate", "adapt", "reproduce", "rehearse")
+SUPERVISED_COMMANDS = ("app", "hub", "federate", "adapt", "reproduce", "rehearse")
 
 def main():
     """Console entry point `brainrecon`. The long-running commands run as a child of a small supervisor process that

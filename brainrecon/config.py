@@ -236,7 +236,9 @@ def load_config(path: Path | str | None = None, root: Path | str | None = None, 
 def atomic_path(path: Path | str, folder: bool = False) -> Iterator[Path]:
     """A temporary sibling of `path` to write into: renamed onto `path` when the block ends, removed if it raises.
 
-    With `folder=True` it is an empty directory, and an existing folder at `path` is replaced."""
+    With `folder=True` it is an empty directory, and an existing folder at `path` is replaced. The result has the
+    permissions a plain `open`/`mkdir` would give under the process' umask (`tempfile` makes 0600 files and 0700
+    folders), so a study written by one account can be read by others where the umask allows (the lab's dashboard)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     if folder: tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{path.name}.", dir=path.parent))
@@ -246,6 +248,8 @@ def atomic_path(path: Path | str, folder: bool = False) -> Iterator[Path]:
         tmp = Path(name)
     try:
         yield tmp
+        umask = os.umask(0); os.umask(umask)          # read it (umask can only be read by setting it)
+        os.chmod(tmp, (0o777 if folder else 0o666) & ~umask)   # after the writer: some (safetensors) replace the file
         if folder and path.is_dir(): shutil.rmtree(path)
         os.replace(tmp, path)
     except BaseException:
