@@ -18,7 +18,7 @@ from pathlib import Path
 from jupyterhub.spawner import LocalProcessSpawner, set_user_setuid
 from traitlets import Integer, Unicode
 
-from .app_serve import (DEFAULT_MAX_UPLOAD_MB, ENV_DB, ENV_FILES, ENV_MAX_UPLOAD_MB, TEMPLATE, TEMPLATES_ROOT,
+from .app_serve import (DEFAULT_MAX_UPLOAD_MB, ENV_DB, ENV_FILES, TEMPLATE, TEMPLATES_ROOT,
                                   dashboard_env, websocket_limit)
 from .config import Config, find_project_root
 

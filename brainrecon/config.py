@@ -14,7 +14,6 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Iterator
 
-import torch
 import yaml
 
 # %% auto #0
@@ -260,6 +259,7 @@ def atomic_path(path: Path | str, folder: bool = False) -> Iterator[Path]:
 # %% ../nbs/00_config.ipynb #99169b11
 def resolve_device(device: str = "auto") -> str:
     "'cuda' or 'cpu' for 'auto'; any other torch device string is checked and returned."
+    import torch      # here, not at the top: what imports the configuration alone (the CLI's supervisor, the hub) stays small
     if device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     dev = torch.device(device)

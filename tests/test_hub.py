@@ -11,7 +11,6 @@ opened. Time and memory of the hub with two people go to tests/artifacts/hub_res
 import json
 import os
 import pwd
-import re
 import signal
 import sqlite3
 import subprocess
@@ -85,7 +84,8 @@ def study():
     env.update(BRAINRECON_DATA_DIR=str(folder / "data"), BRAINRECON_RUN_DIR=str(folder / "run"),
                BRAINRECON_FIGURES_DIR=str(folder / "figures"), PATH=f"{BIN}{os.pathsep}{env.get('PATH', '')}")
     try:
-        for args in (["app", "--export-examples", str(folder / "examples"), "-n", "2"], ["fit", "--subject", "1"]):
+        for args in (["app", "--export-examples", str(folder / "examples"), "-n", "2"], ["fit", "--subject", "1"],
+                     ["app", "--export-examples", str(folder / "examples2"), "-n", "1", "--subject", "2"]):
             res = subprocess.run([str(BIN / "brainrecon"), *args], capture_output=True, text=True, cwd=ROOT, env=env, timeout=600)
             assert res.returncode == 0, res.stdout + res.stderr
         yield folder, env
@@ -248,6 +248,21 @@ def test_hub_for_a_lab(study, accounts, tmp_path):
                 return line[:60]
             measured.update(processes=len(rss), rss_total_gb=round(sum(rss.values()) / 2**30, 2),
                             rss_mb=[(p.username(), role(p), round(rss[p.pid] / 2**20)) for p in procs if p.pid in rss])
+
+            # the lab's models are read-only for a person: "Fit RR now" (subject 2 has no RR model) says what to do
+            b.get_by_role("tab", name="Recordings").click()
+            b.locator(".br-subject select").select_option(label="subject 2")
+            choose_file(b, "br-voxels", next((folder / "examples2").glob("*_mean.npy")))
+            b.locator(".br-name input").fill("bob-subject2")
+            b.locator(".br-add").click()
+            assert "added “bob-subject2” (subject 2" in upload_message(b, "ok")
+            b.get_by_role("tab", name="Reconstruct").click()
+            choice = next(o for o in list_options(b, "br-recording-choice") if o.startswith("bob-subject2"))
+            b.locator(".br-recording-choice select").select_option(label=choice)
+            b.get_by_text("no RR model for subject 2").wait_for(timeout=60_000)
+            b.get_by_role("button", name="Fit RR now").click()
+            b.get_by_text("you cannot write the models folder").wait_for(timeout=120_000)
+            assert not (folder / "run" / "ridge" / "subj02").exists()
 
             # refused: a signed-out request, another person's server, the other's store from inside one's own server
             anonymous = browser.new_context()
