@@ -5,6 +5,8 @@
 # %% ../nbs/21_app_hub.ipynb #599f5489
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 import json
 import os
 import pwd
@@ -112,7 +114,7 @@ class DashboardSpawner(LocalProcessSpawner):
         return env
 
     async def start(self):
-        ensure_os_user(self.os_user(), self.homes)
+        await asyncio.to_thread(ensure_os_user, self.os_user(), self.homes)     # useradd: not on the hub's event loop
         self.cmd = [self.python, "-c", "from brainrecon.app_hub import singleuser_main; singleuser_main()"]
         self.args = [f"--CappedKernelManager.max_kernels={int(self.max_sessions)}"]
         return await super().start()
@@ -193,7 +195,7 @@ def hub_settings(cfg: Config, run_dir: Path | str, *, port: int, hub_port: int, 
     python = Path(python) if python else users_python(run / "python")
     if not runnable_by_others(notebook, 0o004): raise PermissionError(f"other accounts cannot read the dashboard notebook {notebook}")
     study = {k: str(Path(v).resolve()) for k, v in cfg.to_dict().items() if k.endswith(("_dir", "_root")) and v is not None}
-    env = dashboard_env(Config(**{**cfg.__dict__, **{k: Path(v) for k, v in study.items()}}), max_upload_mb=max_upload_mb, base={})
+    env = dashboard_env(dataclasses.replace(cfg, **{k: Path(v) for k, v in study.items()}), max_upload_mb=max_upload_mb, base={})
     env.update(PATH=os.pathsep.join([str(python.parent), "/usr/local/bin", "/usr/bin", "/bin"]),
                JUPYTER_PATH=os.pathsep.join([str(TEMPLATES_ROOT), str(Path(sys.prefix) / "share" / "jupyter")]),
                **{ENV_HUB_NOTEBOOK: str(Path(notebook).resolve())})
