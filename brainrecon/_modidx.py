@@ -633,4 +633,10 @@ d = { 'settings': { 'branch': 'main',
                                     'brainrecon.solvers.loo_errors': ('solvers.html#loo_errors', 'brainrecon/solvers.py'),
                                     'brainrecon.solvers.mirror_lower': ('solvers.html#mirror_lower', 'brainrecon/solvers.py'),
                                     'brainrecon.solvers.shift_factors': ('solvers.html#shift_factors', 'brainrecon/solvers.py'),
-                                    'brainrecon.solvers.spans': ('solvers.html#spans', 'brainrecon/solvers.py')}}}
+                                    'brainrecon.solvers.spans': ('solvers.html#spans', 'brainrecon/solvers.py')},
+            'brainrecon.worker': { 'brainrecon.worker.DecodeRequest': ('worker.html#decoderequest', 'brainrecon/worker.py'),
+                                   'brainrecon.worker.DecodeRequest.setting': ('worker.html#decoderequest.setting', 'brainrecon/worker.py'),
+                                   'brainrecon.worker.decode_requests': ('worker.html#decode_requests', 'brainrecon/worker.py'),
+                                   'brainrecon.worker.reconstructor': ('worker.html#reconstructor', 'brainrecon/worker.py'),
+                                   'brainrecon.worker.start_worker': ('worker.html#start_worker', 'brainrecon/worker.py'),
+                                   'brainrecon.worker.stop_worker': ('worker.html#stop_worker', 'brainrecon/worker.py')}}}
