@@ -5,19 +5,21 @@
 # %% ../nbs/22_worker.ipynb #c5034093
 from __future__ import annotations
 
+import io
 import logging
 import time
 from dataclasses import dataclass, field
 
 import numpy as np
 
+from .app_store import png_bytes
 from .config import Config
 
 log = logging.getLogger("brainrecon.worker")
 
 # %% auto #0
-__all__ = ['log', 'DEFAULT_MAX_BATCH', 'DEFAULT_BATCH_WAIT_S', 'DecodeRequest', 'decode_requests', 'reconstructor',
-           'start_worker', 'stop_worker']
+__all__ = ['log', 'DEFAULT_MAX_BATCH', 'DEFAULT_BATCH_WAIT_S', 'DecodeRequest', 'decode_requests', 'decode_via_worker',
+           'reconstructor', 'start_worker', 'stop_worker']
 
 # %% ../nbs/22_worker.ipynb #478476ec
 @dataclass
@@ -54,6 +56,36 @@ def decode_requests(decoder, requests: list[DecodeRequest], ip_scale: float = 1.
 DEFAULT_MAX_BATCH = 8
 DEFAULT_BATCH_WAIT_S = 0.25
 
+def _http_request(body: bytes, query, token_shape) -> DecodeRequest:
+    "A `DecodeRequest` from an HTTP request: tokens as a .npy body, settings in the query; a ValueError says what is wrong."
+    from brainrecon.app_actions import check_parameters
+    try: tokens = np.load(io.BytesIO(body), allow_pickle=False)
+    except Exception as e: raise ValueError(f"the body is not a .npy array: {e}") from None
+    if tokens.shape != tuple(token_shape): raise ValueError(f"tokens: expected {tuple(token_shape)}, got {tokens.shape}")
+    if not np.isfinite(tokens).all(): raise ValueError("tokens contain NaN or infinite values")
+    try:
+        req = DecodeRequest(tokens.astype(np.float32), int(query.get("steps", 50)), query.get("scheduler", "ddim"),
+                            float(query.get("guidance", 3.0)), int(query.get("seed", 0)), str(query.get("user", ""))[:128])
+    except (TypeError, ValueError) as e: raise ValueError(f"bad parameter: {e}") from None
+    check_parameters(req.steps, req.scheduler, req.guidance, req.seed)
+    return req
+
+def decode_via_worker(url: str, tokens: np.ndarray, *, steps: int, scheduler: str = "ddim", guidance: float = 3.0,
+                      seed: int = 0, user: str = "", timeout: float = 600) -> np.ndarray:
+    "The image the worker at `url` decodes from `tokens` `(tokens, width)`; a RuntimeError with the worker's message."
+    import urllib.error
+    import urllib.parse
+    import urllib.request
+    from PIL import Image
+    buf = io.BytesIO(); np.save(buf, np.asarray(tokens, np.float32))
+    query = urllib.parse.urlencode(dict(steps=int(steps), scheduler=scheduler, guidance=float(guidance), seed=int(seed), user=user))
+    req = urllib.request.Request(f"{url.rstrip('/')}/?{query}", data=buf.getvalue(), method="POST",
+                                 headers={"Content-Type": "application/octet-stream"})
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as r: return np.asarray(Image.open(io.BytesIO(r.read())).convert("RGB"))
+    except urllib.error.HTTPError as e: raise RuntimeError(f"the worker refused the request ({e.code}): {e.read().decode(errors='replace')}") from None
+    except urllib.error.URLError as e: raise RuntimeError(f"no worker at {url}: {e.reason} (start one with `brainrecon worker`)") from None
+
 def reconstructor(cfg: Config, replicas: int = 1, max_batch_size: int = DEFAULT_MAX_BATCH, batch_wait_s: float = DEFAULT_BATCH_WAIT_S):
     "The worker's Ray Serve application: `replicas` copies of the decoder for `cfg`, batching concurrent requests."
     from ray import serve
@@ -79,8 +111,14 @@ def reconstructor(cfg: Config, replicas: int = 1, max_batch_size: int = DEFAULT_
             self.batches.append(len(requests))
             return decode_requests(self.decoder, requests, self.ip_scale)
 
-        async def __call__(self, request: DecodeRequest) -> np.ndarray:
-            return await self._decode(request)
+        async def __call__(self, request):
+            "A `DecodeRequest` from a deployment handle (its image), or an HTTP POST (`decode_via_worker`: a PNG)."
+            if isinstance(request, DecodeRequest): return await self._decode(request)
+            from starlette.responses import Response
+            try: decoded = _http_request(await request.body(), request.query_params, self.decoder.token_shape)
+            except ValueError as e: return Response(str(e), status_code=400, media_type="text/plain")
+            image = await self._decode(decoded)
+            return Response(png_bytes(image), media_type="image/png")
 
         def batch_sizes(self) -> list[int]:
             "The sizes of the batches this replica decoded so far (for tests and the benchmark)."
@@ -97,8 +135,7 @@ def start_worker(cfg: Config, port: int = 8765, replicas: int = 1, max_batch_siz
     if not ray.is_initialized():
         ray.init(include_dashboard=False, num_cpus=num_cpus, logging_level=logging.WARNING, configure_logging=False)
     serve.start(http_options={"host": "127.0.0.1", "port": int(port)})
-    return serve.run(reconstructor(cfg, replicas, max_batch_size, batch_wait_s), name="brainrecon-worker",
-                     route_prefix=None)
+    return serve.run(reconstructor(cfg, replicas, max_batch_size, batch_wait_s), name="brainrecon-worker", route_prefix="/")
 
 def stop_worker() -> None:
     "Shut the worker's Serve application and Ray down."
