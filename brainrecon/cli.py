@@ -20,8 +20,8 @@ from .processes import supervised
 
 # %% auto #0
 __all__ = ['app', 'ConfigOpt', 'NsdRootOpt', 'PresetOpt', 'EXPECTED_ERRORS', 'SUPERVISED_COMMANDS', 'parse_sessions', 'reported',
-           'show_config', 'mini', 'ensure_world', 'prepare', 'serve_app', 'serve_hub', 'fit', 'reproduce', 'evaluate',
-           'models', 'reconstruct_recording', 'main', 'federate', 'adapt', 'rehearse']
+           'show_config', 'mini', 'ensure_world', 'prepare', 'serve_app', 'serve_hub', 'serve_worker', 'fit',
+           'reproduce', 'evaluate', 'models', 'reconstruct_recording', 'main', 'federate', 'adapt', 'rehearse']
 
 # %% ../nbs/99_cli.ipynb #8dd5b56a
 app = typer.Typer(help="brainrecon: reconstruct seen images from fMRI (mini world by default).",
@@ -216,6 +216,28 @@ def serve_hub(port: int = typer.Option(8000, help="port of the hub's proxy, the 
         status = subprocess.Popen([str(jupyterhub), "-f", str(config)], cwd=state, env=env).wait()
     raise typer.Exit(status)
 
+# %% ../nbs/99_cli.ipynb #0abd8a91
+@app.command("worker")
+def serve_worker(port: int = typer.Option(8765, help="port of the worker's HTTP endpoint (127.0.0.1 only)"),
+                 replicas: int = typer.Option(1, help="decoder replicas (each loads the decoder once; one GPU each on CUDA)"),
+                 max_batch: int = typer.Option(8, help="requests decoded together, at most"),
+                 batch_wait: float = typer.Option(0.25, help="seconds a request waits for others to join its batch"),
+                 config_file: Optional[Path] = ConfigOpt, nsd_root: Optional[Path] = NsdRootOpt, preset: Optional[str] = PresetOpt):
+    """Start the shared reconstruction worker (Ray Serve) on 127.0.0.1: one decoder per replica on the configured
+    device, concurrent requests batched (chapter 22). Runs until stopped (Ctrl-C, SIGTERM)."""
+    import time
+    from brainrecon import worker
+    if replicas < 1 or max_batch < 1: raise typer.BadParameter("--replicas and --max-batch must be at least 1")
+    if not batch_wait >= 0: raise typer.BadParameter("--batch-wait must be >= 0")
+    cfg = _config(config_file, nsd_root=nsd_root, preset=preset)
+    with supervised("brainrecon worker"):
+        try:
+            with reported(): worker.start_worker(cfg, port, replicas, max_batch, batch_wait)
+            typer.echo(f"worker at http://127.0.0.1:{port}/ ({replicas} replica(s) of the {cfg.decoder_spec} decoder on "
+                       f"{cfg.device}; batches of up to {max_batch}, waiting {batch_wait} s)")
+            while True: time.sleep(3600)
+        finally: worker.stop_worker()
+
 # %% ../nbs/99_cli.ipynb #9f202190
 @app.command()
 def fit(subject: Optional[list[int]] = typer.Option(None, "--subject", "-s", help="subject(s) (default: config subjects)"),
@@ -352,7 +374,7 @@ def reconstruct_recording(recording: Path = typer.Argument(..., help="a .npy vec
     typer.echo(f"subject {subject}, {pipeline}, {decoder.spec} decoder, {scheduler} {steps} steps, guidance {guidance}, "
                f"seed {seed} ({cfg.preset} preset) -> {out}")
 
-SUPERVISED_COMMANDS = ("app", "hub", "federate", "adapt", "reproduce", "rehearse")
+SUPERVISED_COMMANDS = ("app", "hub", "worker", "federate", "adapt", "reproduce", "rehearse")
 
 def main():
     """Console entry point `brainrecon`. The long-running commands run as a child of a small supervisor process that
