@@ -38,3 +38,16 @@ def test_bad_config_is_a_clear_error(isolated_env, tmp_path):
     (tmp_path / "bad.yaml").write_text("nsd_rot: /x\n")
     res = brainrecon("config", "-c", str(tmp_path / "bad.yaml"), env=isolated_env)
     assert res.returncode != 0 and "nsd_rot" in res.stderr
+
+
+def test_hub_refuses_without_root(monkeypatch):
+    "`brainrecon hub` creates system accounts: as any other user it stops at once and says why."
+    import os
+    import re
+    from typer.testing import CliRunner
+    from brainrecon.cli import app
+    monkeypatch.setattr(os, "geteuid", lambda: 1000)
+    res = CliRunner().invoke(app, ["hub", "--run-dir", "/nonexistent/hub"])
+    text = " ".join(re.sub(r"[│╭╮╰╯─]", " ", res.output).split())
+    assert res.exit_code == 2 and "which needs root: run it with sudo" in text, res.output
+    assert not os.path.exists("/nonexistent/hub")
