@@ -33,13 +33,13 @@ def main():
     args = ap.parse_args()
     cfg = load_config()
     url = f"http://127.0.0.1:{args.port}"
+    from brainrecon.app_actions import get_decoder
+    shape = get_decoder(cfg).token_shape
+    tokens = np.random.default_rng(0).standard_normal((args.requests, *shape)).astype(np.float32) * 2
     results = {}
     for name, max_batch in (("one by one (max batch 1)", 1), (f"batched (max batch {args.requests})", args.requests)):
         handle = start_worker(cfg, port=args.port, max_batch_size=max_batch, batch_wait_s=0.25)
         try:
-            from brainrecon.app_actions import get_decoder
-            shape = get_decoder(cfg).token_shape
-            tokens = np.random.default_rng(0).standard_normal((args.requests, *shape)).astype(np.float32) * 2
             burst(url, tokens[:1], 2)                                            # warm-up
             times = []
             for _ in range(args.rounds):

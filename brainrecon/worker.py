@@ -99,7 +99,7 @@ def reconstructor(cfg: Config, replicas: int = 1, max_batch_size: int = DEFAULT_
             from brainrecon.app_actions import get_decoder
             from brainrecon.config import Config, setup_logging
             setup_logging()
-            self.cfg = Config(**{**config})
+            self.cfg = Config(**config)
             self.decoder = get_decoder(self.cfg)
             self.ip_scale = self.cfg.decoding_settings["ip_scale"]
             self.batches: list[int] = []
