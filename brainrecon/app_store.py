@@ -29,9 +29,10 @@ from .app_uploads import Upload, load_stimulus
 log = logging.getLogger(__name__)
 
 # %% auto #0
-__all__ = ['log', 'metadata', 'schema_version', 'recordings', 'reconstructions', 'MIGRATIONS', 'SCHEMA_VERSION', 'FileStore',
-           'read_schema_version', 'migrate', 'make_engine', 'Recording', 'Reconstruction', 'check_recording_name',
-           'npy_bytes', 'png_bytes', 'Store', 'StoreBusy']
+__all__ = ['log', 'metadata', 'schema_version', 'recordings', 'reconstructions', 'jobs', 'JOB_STATES', 'MIGRATIONS',
+           'SCHEMA_VERSION', 'FileStore', 'read_schema_version', 'migrate', 'make_engine', 'Recording',
+           'Reconstruction', 'check_recording_name', 'npy_bytes', 'png_bytes', 'Store', 'StoreBusy', 'Job',
+           'JobFinished']
 
 # %% ../nbs/14_app_store.ipynb #f845ecce
 class FileStore:
@@ -93,10 +94,36 @@ reconstructions = sa.Table(
     sa.Column("version", sa.String(32), nullable=False),      # brainrecon version
     sa.Column("created", sa.DateTime, nullable=False))         # UTC
 
+jobs = sa.Table(     # schema 2: reconstructions decoded by a shared worker (`brainrecon worker`), while they run
+    "jobs", metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("owner", sa.String(128), nullable=False, index=True),
+    sa.Column("recording_id", sa.Integer, sa.ForeignKey("recordings.id"), nullable=False, index=True),
+    sa.Column("pipeline", sa.String(8), nullable=False),
+    sa.Column("model", sa.String(600), nullable=False),
+    sa.Column("decoder", sa.String(600), nullable=False),     # the worker's decoder
+    sa.Column("steps", sa.Integer, nullable=False),
+    sa.Column("scheduler", sa.String(16), nullable=False),
+    sa.Column("guidance", sa.Float, nullable=False),
+    sa.Column("seed", sa.Integer, nullable=False),
+    sa.Column("worker", sa.String(600), nullable=False),      # the worker's URL
+    sa.Column("worker_job", sa.String(64), nullable=False),   # the worker's name for the job
+    sa.Column("state", sa.String(16), nullable=False),        # JOB_STATES
+    sa.Column("done_steps", sa.Integer, nullable=False),      # progress: steps decoded so far
+    sa.Column("message", sa.String(2000), nullable=False),    # why it failed, or what it waits for
+    sa.Column("reconstruction_id", sa.Integer, sa.ForeignKey("reconstructions.id")),   # when done
+    sa.Column("created", sa.DateTime, nullable=False),
+    sa.Column("updated", sa.DateTime, nullable=False))
+
+JOB_STATES = ("queued", "running", "done", "failed")    # done and failed are final
+
 def _create_v1(conn) -> None:
     metadata.create_all(conn, tables=[recordings, reconstructions])
 
-MIGRATIONS: dict[int, Callable] = {1: _create_v1}
+def _add_jobs_v2(conn) -> None:
+    metadata.create_all(conn, tables=[jobs])
+
+MIGRATIONS: dict[int, Callable] = {1: _create_v1, 2: _add_jobs_v2}
 SCHEMA_VERSION = max(MIGRATIONS)
 
 def _version_in(conn) -> int:
@@ -247,10 +274,12 @@ def _drop_unreferenced(self: Store, files) -> None:
 
 # %% ../nbs/14_app_store.ipynb #4dfc3c3b
 @patch
-def _insert(self: Store, table, files: list[tuple[bytes, str]], make_row, recording_id: int | None = None) -> dict:
+def _insert(self: Store, table, files: list[tuple[bytes, str]], make_row, recording_id: int | None = None,
+            before=None, after=None) -> dict:
     """Store `files` ((content, ext) pairs), then insert `make_row(*their shas)` into `table`: all or nothing (on any
     failure the files this call wrote are removed again unless a row refers to them). `recording_id`: the row belongs
-    to this recording of the user's, checked in the same transaction. The row with its id."""
+    to this recording of the user's, checked in the same transaction. `before(conn)` and `after(conn, id)` run in that
+    transaction before and after the insert (an exception from either undoes everything). The row with its id."""
     written, shas = [], []
     try:
         for content, ext in files:
@@ -264,7 +293,9 @@ def _insert(self: Store, table, files: list[tuple[bytes, str]], make_row, record
                 raise KeyError(f"{self.user} has no recording {recording_id}")
             for (content, ext), sha in zip(files, shas):   # a concurrent delete removed an identical file meanwhile
                 if not self.files.path(sha, ext).is_file(): self.files.put(content, ext)
+            if before is not None: before(conn)
             rid = conn.execute(table.insert().values(**row)).inserted_primary_key[0]
+            if after is not None: after(conn, rid)
     except BaseException:
         self._drop_unreferenced(written)
         raise
@@ -378,16 +409,118 @@ def image(self: Store, reco: Reconstruction) -> np.ndarray:
     "The reconstructed image `(H, W, 3) uint8`."
     return load_stimulus(Upload(f"reconstruction {reco.id}", self.files.get(reco.image_sha, ".png")))
 
+# %% ../nbs/14_app_store.ipynb #d02e541a
+@dataclass(frozen=True)
+class Job:
+    "A reconstruction sent to a shared worker: its parameters, where it is (`state`, `done_steps`, `message`) and its result."
+    id: int
+    owner: str
+    recording_id: int
+    pipeline: str
+    model: str
+    decoder: str
+    steps: int
+    scheduler: str
+    guidance: float
+    seed: int
+    worker: str
+    worker_job: str
+    state: str
+    done_steps: int
+    message: str
+    reconstruction_id: int | None
+    created: datetime
+    updated: datetime
+
+    @property
+    def finished(self) -> bool: return self.state in ("done", "failed")
+
+class JobFinished(RuntimeError):
+    "The job is already done or failed; a final state is not changed."
+
+# %% ../nbs/14_app_store.ipynb #ee749d8f
+@patch
+def add_job(self: Store, recording_id: int, *, pipeline: str, model: str, decoder: str, steps: int, scheduler: str,
+            guidance: float, seed: int, worker: str, worker_job: str, state: str = "queued", message: str = "") -> Job:
+    "Keep a job the worker at `worker` accepted as `worker_job`, for one of this user's recordings."
+    if state not in JOB_STATES: raise ValueError(f"job state must be one of {JOB_STATES}, got {state!r}")
+    now = _now()
+    row = lambda: dict(owner=self.user, recording_id=int(recording_id), pipeline=pipeline, model=str(model), decoder=str(decoder),
+                       steps=int(steps), scheduler=scheduler, guidance=float(guidance), seed=int(seed), worker=str(worker),
+                       worker_job=str(worker_job), state=state, done_steps=0, message=message[:2000], reconstruction_id=None,
+                       created=now, updated=now)
+    return Job(**self._insert(jobs, [], row, recording_id=recording_id))
+
+@patch
+def job(self: Store, job_id: int) -> Job:
+    "One of this user's jobs; KeyError otherwise."
+    with self.engine.connect() as conn:
+        r = conn.execute(sa.select(jobs).where(self._mine(jobs), jobs.c.id == int(job_id))).first()
+    if r is None: raise KeyError(f"{self.user} has no job {job_id}")
+    return Job(**r._mapping)
+
+@patch
+def jobs(self: Store, unfinished: bool = False, recording_id: int | None = None) -> list[Job]:
+    "This user's jobs (only those still queued or running, of one recording, or all), newest first."
+    q = sa.select(jobs).where(self._mine(jobs))
+    if unfinished: q = q.where(jobs.c.state.in_(("queued", "running")))
+    if recording_id is not None: q = q.where(jobs.c.recording_id == int(recording_id))
+    with self.engine.connect() as conn: return [Job(**r._mapping) for r in conn.execute(q.order_by(jobs.c.id.desc()))]
+
+# %% ../nbs/14_app_store.ipynb #2375ca85
+@patch
+def update_job(self: Store, job_id: int, state: str, done_steps: int | None = None, message: str | None = None) -> Job:
+    """Record where an unfinished job is (`queued` or `running` with `done_steps`), or that it `failed` (with `message`).
+    A job already done or failed keeps its final state: `JobFinished`. `done` is reached only through `finish_job`."""
+    if state not in ("queued", "running", "failed"): raise ValueError(f"update_job sets queued, running or failed, not {state!r}")
+    with self._write() as conn:
+        r = conn.execute(sa.select(jobs.c.state).where(self._mine(jobs), jobs.c.id == int(job_id))).first()
+        if r is None: raise KeyError(f"{self.user} has no job {job_id}")
+        if r.state in ("done", "failed"): raise JobFinished(f"job {job_id} is already {r.state}")
+        values = dict(state=state, updated=_now())
+        if done_steps is not None: values["done_steps"] = int(done_steps)
+        if message is not None: values["message"] = message[:2000]
+        conn.execute(jobs.update().where(jobs.c.id == int(job_id)).values(**values))
+    return self.job(job_id)
+
+@patch
+def finish_job(self: Store, job_id: int, image: np.ndarray, *, pixcorr: float | None = None, ssim: float | None = None,
+               seconds: float = 0.0) -> Reconstruction:
+    """Keep the image a job made as a reconstruction (with the job's parameters) and mark the job done, in one
+    transaction. A job another kernel finished meanwhile keeps that one's reconstruction (returned; nothing is added);
+    a failed job stays failed (`JobFinished`)."""
+    job = self.job(job_id)
+    if job.state == "done": return self.reconstruction(job.reconstruction_id)
+    def still_open(conn):
+        state = conn.execute(sa.select(jobs.c.state).where(jobs.c.id == job.id)).scalar()
+        if state in ("done", "failed"): raise JobFinished(f"job {job.id} is already {state}")
+    def mark_done(conn, rid):
+        conn.execute(jobs.update().where(jobs.c.id == job.id).values(state="done", done_steps=job.steps, message="",
+                                                                      reconstruction_id=rid, updated=_now()))
+    row = lambda sha: dict(owner=self.user, recording_id=job.recording_id, pipeline=job.pipeline, model=job.model,
+                           decoder=job.decoder, steps=job.steps, scheduler=job.scheduler, guidance=job.guidance, seed=job.seed,
+                           image_sha=sha, pixcorr=None if pixcorr is None else float(pixcorr),
+                           ssim=None if ssim is None else float(ssim), seconds=float(seconds), version=__version__, created=_now())
+    try:
+        return Reconstruction(**self._insert(reconstructions, [(png_bytes(image), ".png")], row, recording_id=job.recording_id,
+                                             before=still_open, after=mark_done))
+    except JobFinished:
+        job = self.job(job_id)
+        if job.state == "done": return self.reconstruction(job.reconstruction_id)
+        raise
+
 # %% ../nbs/14_app_store.ipynb #9476c36e
 @patch
 def delete_recording(self: Store, recording_id: int) -> int:
-    "Delete one of this user's recordings with its reconstructions and the files no other row uses; how many reconstructions went."
+    """Delete one of this user's recordings with its reconstructions, its jobs and the files no other row uses; how many
+    reconstructions went."""
     with self._write() as conn:        # the recording read and deleted in one locked transaction
         r = conn.execute(sa.select(recordings).where(self._mine(recordings), recordings.c.id == int(recording_id))).first()
         if r is None: raise KeyError(f"{self.user} has no recording {recording_id}")
         rec = Recording(**r._mapping)
         images = conn.execute(sa.select(reconstructions.c.image_sha).where(
             self._mine(reconstructions), reconstructions.c.recording_id == rec.id)).scalars().all()
+        conn.execute(jobs.delete().where(self._mine(jobs), jobs.c.recording_id == rec.id))   # a job still at the worker is forgotten
         n = conn.execute(reconstructions.delete().where(self._mine(reconstructions), reconstructions.c.recording_id == rec.id)).rowcount
         conn.execute(recordings.delete().where(self._mine(recordings), recordings.c.id == rec.id))
     files = [(rec.voxels_sha, ".npy")] + ([(rec.stimulus_sha, ".png")] if rec.stimulus_sha else [])

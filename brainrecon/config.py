@@ -47,6 +47,7 @@ RUN_FOLDERS = {   # every product of a run, named here once: run_dir/<folder>
     "frontier": "frontier",                # samplers x steps against DDIM 100: time and quality per setting
     "notebooks": "notebooks",              # the executed experiment notebooks, the run's record
     "app": "app",                          # the dashboard's database and files
+    "worker": "worker",                    # the shared worker's jobs: their state, and finished images until collected
 }
 
 REHEARSAL_MARKER = "REHEARSAL.json"   # in a rehearsal's data and models folders: they are stand-ins, not NSD nor weights
@@ -92,10 +93,17 @@ class Config:
     mini_seed: int = 0                    # seed of the mini-NSD generator
     mini_css_exponent: float = 1.0        # exponent of compressive spatial summation in the mini world (1 = linear)
     preset: str = "default"              # "default" or "thesis": ridge and decoding settings (`PRESETS`)
+    worker_url: str | None = None         # a shared worker (`brainrecon worker`) the dashboard sends jobs to; None: decode in the kernel
+    worker_replicas: int = 1              # decoder replicas `brainrecon worker` starts (one GPU each on CUDA)
+
+    SERVING_FIELDS = ("worker_url", "worker_replicas")   # how results are served, not what the study computes
 
     def __post_init__(self):
         if self.preset not in PRESETS: raise ValueError(f"preset must be one of {tuple(PRESETS)}, got {self.preset!r}")
         if not 0 < self.mini_css_exponent <= 1: raise ValueError(f"mini_css_exponent must be in (0, 1], got {self.mini_css_exponent}")
+        if self.worker_replicas < 1: raise ValueError(f"worker_replicas must be at least 1, got {self.worker_replicas}")
+        if self.worker_url is not None and not self.worker_url.startswith(("http://", "https://")):
+            raise ValueError(f"worker_url must be an http(s) URL such as http://127.0.0.1:8765, got {self.worker_url!r}")
 
     @property
     def world(self) -> str:
@@ -171,13 +179,13 @@ class Config:
 # %% ../nbs/00_config.ipynb #5321c01f
 _PATH_FIELDS = {"nsd_root", "models_root", "data_dir", "run_dir", "figures_dir"}
 _INT_TUPLE_FIELDS = {"subjects", "sessions", "seeds"}
-_NUMBER_FIELDS = {"mini_seed": int, "mini_css_exponent": float}
+_NUMBER_FIELDS = {"mini_seed": int, "mini_css_exponent": float, "worker_replicas": int}
 ENV_PREFIX = "BRAINRECON_"
 
 def _coerce(name: str, value: Any, base: Path) -> Any:
     "Convert one raw value (string, list, number) to the type of field `name`."
     if value is None or (isinstance(value, str) and value.strip().lower() in {"", "none", "null"}):
-        if name in {"nsd_root", "models_root", "sessions"}: return None
+        if name in {"nsd_root", "models_root", "sessions", "worker_url"}: return None
         raise ValueError(f"config field {name!r} cannot be empty")
     if name in _PATH_FIELDS:
         path = Path(os.path.expanduser(str(value)))

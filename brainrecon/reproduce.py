@@ -135,7 +135,8 @@ def reproduce(config: Config, only: list[str] | None = None, progress: bool = Tr
     for name, nb in notebooks.items():
         declared = set(pm.inspect_notebook(str(nb)))
         stage = {k: v for k, v in (parameters or {}).items() if k in declared}
-        keys[name] = stage_key(nb, {"config": config.to_dict(), **stage}, [keys[d] for d in specs[name]["upstream"]], library)
+        study = {k: v for k, v in config.to_dict().items() if k not in Config.SERVING_FIELDS}   # a worker URL changes no result
+        keys[name] = stage_key(nb, {"config": study, **stage}, [keys[d] for d in specs[name]["upstream"]], library)
         if name not in selected: continue
         record = folder / f"{name}.stage.json"
         out = folder / nb.name
