@@ -5,56 +5,125 @@
 # %% ../nbs/22_worker.ipynb #c5034093
 from __future__ import annotations
 
+import asyncio
 import io
+import json
 import logging
+import re
+import threading
 import time
-from dataclasses import dataclass, field
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
 from .app_store import png_bytes
-from .config import Config
+from .config import Config, atomic_path
 
 log = logging.getLogger("brainrecon.worker")
 
 # %% auto #0
-__all__ = ['log', 'DEFAULT_MAX_BATCH', 'DEFAULT_BATCH_WAIT_S', 'DecodeRequest', 'decode_requests', 'decode_via_worker',
-           'reconstructor', 'start_worker', 'stop_worker']
+__all__ = ['log', 'HEARTBEAT_S', 'JOB_STALE_S', 'JOB_KEEP_S', 'DEFAULT_MAX_BATCH', 'DEFAULT_BATCH_WAIT_S', 'DEFAULT_PORT',
+           'DecodeRequest', 'decode_requests', 'WorkerJobs', 'reconstructor', 'WorkerUnavailable', 'decode_via_worker',
+           'submit_decode', 'job_state', 'job_image', 'forget_job', 'worker_info', 'worker_port', 'start_worker',
+           'stop_worker']
 
 # %% ../nbs/22_worker.ipynb #478476ec
 @dataclass
 class DecodeRequest:
-    "One image to decode: predicted tokens `(tokens, width)`, the sampler settings and the seed; `user` for the log."
+    "One image to decode: predicted tokens `(tokens, width)`, the sampler settings and the seed; `user` for the log, `job` its job."
     tokens: np.ndarray
     steps: int
     scheduler: str = "ddim"
     guidance: float = 3.0
     seed: int = 0
     user: str = ""
+    job: str = ""
 
     @property
     def setting(self) -> tuple: return (int(self.steps), self.scheduler, float(self.guidance))
 
-def decode_requests(decoder, requests: list[DecodeRequest], ip_scale: float = 1.0) -> list[np.ndarray]:
-    "Images `(H, W, 3)` uint8 for `requests`, in order: one decoder call per distinct (steps, scheduler, guidance)."
+def decode_requests(decoder, requests: list[DecodeRequest], ip_scale: float = 1.0,
+                    on_progress: Callable[[list[str], int, int], None] | None = None) -> list[np.ndarray]:
+    """Images `(H, W, 3)` uint8 for `requests`, in order: one decoder call per distinct (steps, scheduler, guidance).
+    `on_progress(jobs, step, steps)`: after every step of a call, with the `job` names of the requests in it."""
     from brainrecon.decoding import reconstruct
     groups: dict[tuple, list[int]] = {}
     for i, r in enumerate(requests): groups.setdefault(r.setting, []).append(i)
     out: list[np.ndarray | None] = [None] * len(requests)
     t0 = time.perf_counter()
     for (steps, scheduler, guidance), idx in groups.items():
+        names = [requests[i].job for i in idx]
+        if on_progress: on_progress(names, 0, steps)
+        step = (lambda done, total: on_progress(names, round(done * steps / total), steps)) if on_progress else None
         images = reconstruct(decoder, np.stack([np.asarray(requests[i].tokens, np.float32) for i in idx]), steps=steps,
                              scheduler=scheduler, guidance_scale=guidance, ip_scale=ip_scale,
-                             seed=[int(requests[i].seed) for i in idx], batch_size=len(idx), progress=False)
+                             seed=[int(requests[i].seed) for i in idx], batch_size=len(idx), progress=False, on_step=step)
         for i, image in zip(idx, images): out[i] = image
     users = sorted({r.user for r in requests})
     log.info("batch of %d request(s) from %s in %d call(s), %.2f s", len(requests), ", ".join(users) or "-", len(groups),
              time.perf_counter() - t0)
     return out
 
+# %% ../nbs/22_worker.ipynb #9e66e016
+HEARTBEAT_S = 2.0        # an unfinished job's record is rewritten at least this often by the replica decoding it
+JOB_STALE_S = 20.0       # ... and reported failed when nobody has for this long
+JOB_KEEP_S = 7 * 86400   # records and images of jobs never collected are removed after a week
+_JOB_NAME = re.compile(r"[0-9a-f]{32}")
+
+class WorkerJobs:
+    "The worker's record of its jobs: `folder/NAME.json` (state, steps done, message, `beat`) and `folder/NAME.png` when done."
+    def __init__(self, folder: Path | str, stale_s: float = JOB_STALE_S):
+        self.folder, self.stale_s = Path(folder), float(stale_s)
+        self.folder.mkdir(parents=True, exist_ok=True)
+
+    @staticmethod
+    def new_name() -> str: return uuid.uuid4().hex
+
+    def _path(self, name: str, ext: str) -> Path:
+        if not _JOB_NAME.fullmatch(str(name)): raise KeyError(f"{name!r} is not a job name")
+        return self.folder / f"{name}{ext}"
+
+    def write(self, record: dict) -> None:
+        "Replace a job's record whole (never half-written for a reader)."
+        with atomic_path(self._path(record["id"], ".json")) as tmp: tmp.write_text(json.dumps(record))
+
+    def read(self, name: str) -> dict | None:
+        "A job's record (None if unknown); an unfinished one nobody has touched for `stale_s` seconds is failed."
+        try: record = json.loads(self._path(name, ".json").read_text())
+        except (FileNotFoundError, KeyError): return None
+        if record["state"] in ("queued", "running") and time.time() - record["beat"] > self.stale_s:
+            record.update(state="failed", message=f"the worker replica decoding it stopped (no sign of it for "
+                                                  f"{time.time() - record['beat']:.0f} s); submit it again")
+            self.write(record)
+        return record
+
+    def put_image(self, name: str, png: bytes) -> None:
+        with atomic_path(self._path(name, ".png")) as tmp: tmp.write_bytes(png)
+
+    def image(self, name: str) -> bytes | None:
+        try: return self._path(name, ".png").read_bytes()
+        except (FileNotFoundError, KeyError): return None
+
+    def forget(self, name: str) -> bool:
+        "Remove a job's image and record; whether it was known."
+        known = self._path(name, ".json").exists()
+        for ext in (".png", ".json"): self._path(name, ext).unlink(missing_ok=True)
+        return known
+
+    def sweep(self, keep_s: float = JOB_KEEP_S) -> int:
+        "Remove records, images and temporary files older than `keep_s` seconds; how many files went."
+        cutoff, n = time.time() - keep_s, 0
+        for p in self.folder.iterdir():
+            if p.is_file() and p.stat().st_mtime < cutoff: p.unlink(missing_ok=True); n += 1
+        return n
+
 # %% ../nbs/22_worker.ipynb #42d3a17c
 DEFAULT_MAX_BATCH = 8
 DEFAULT_BATCH_WAIT_S = 0.25
+DEFAULT_PORT = 8765
 
 def _http_request(body: bytes, query, token_shape) -> DecodeRequest:
     "A `DecodeRequest` from an HTTP request: tokens as a .npy body, settings in the query; a ValueError says what is wrong."
@@ -70,55 +139,114 @@ def _http_request(body: bytes, query, token_shape) -> DecodeRequest:
     check_parameters(req.steps, req.scheduler, req.guidance, req.seed)
     return req
 
-def decode_via_worker(url: str, tokens: np.ndarray, *, steps: int, scheduler: str = "ddim", guidance: float = 3.0,
-                      seed: int = 0, user: str = "", timeout: float = 600) -> np.ndarray:
-    "The image the worker at `url` decodes from `tokens` `(tokens, width)`; a RuntimeError with the worker's message."
-    import urllib.error
-    import urllib.parse
-    import urllib.request
-    from PIL import Image
-    buf = io.BytesIO(); np.save(buf, np.asarray(tokens, np.float32))
-    query = urllib.parse.urlencode(dict(steps=int(steps), scheduler=scheduler, guidance=float(guidance), seed=int(seed), user=user))
-    req = urllib.request.Request(f"{url.rstrip('/')}/?{query}", data=buf.getvalue(), method="POST",
-                                 headers={"Content-Type": "application/octet-stream"})
-    try:
-        with urllib.request.urlopen(req, timeout=timeout) as r: return np.asarray(Image.open(io.BytesIO(r.read())).convert("RGB"))
-    except urllib.error.HTTPError as e: raise RuntimeError(f"the worker refused the request ({e.code}): {e.read().decode(errors='replace')}") from None
-    except urllib.error.URLError as e: raise RuntimeError(f"no worker at {url}: {e.reason} (start one with `brainrecon worker`)") from None
-
-def reconstructor(cfg: Config, replicas: int = 1, max_batch_size: int = DEFAULT_MAX_BATCH, batch_wait_s: float = DEFAULT_BATCH_WAIT_S):
-    "The worker's Ray Serve application: `replicas` copies of the decoder for `cfg`, batching concurrent requests."
+def reconstructor(cfg: Config, replicas: int | None = None, max_batch_size: int = DEFAULT_MAX_BATCH,
+                  batch_wait_s: float = DEFAULT_BATCH_WAIT_S, jobs_dir: Path | str | None = None):
+    """The worker's Ray Serve application: `replicas` (default: the config's `worker_replicas`) copies of the decoder
+    for `cfg`, batching concurrent requests and jobs; jobs recorded in `jobs_dir` (default: the run's `worker` folder)."""
     from ray import serve
     from brainrecon.config import resolve_device
     gpus = 1 if resolve_device(cfg.device).startswith("cuda") else 0
+    replicas = int(replicas or cfg.worker_replicas)
+    jobs_dir = str(Path(jobs_dir or cfg.run_path("worker")).resolve())
 
-    @serve.deployment(name="reconstructor", num_replicas=int(replicas), ray_actor_options={"num_gpus": gpus},
+    @serve.deployment(name="reconstructor", num_replicas=replicas, ray_actor_options={"num_gpus": gpus},
                       max_ongoing_requests=4 * int(max_batch_size))
     class Reconstructor:
         def __init__(self, config: dict):
             from brainrecon.app_actions import get_decoder
-            from brainrecon.config import Config, setup_logging
+            from brainrecon.config import Config, resolve_device, setup_logging
             setup_logging()
             self.cfg = Config(**config)
             self.decoder = get_decoder(self.cfg)
+            self.info = dict(decoder=self.decoder.spec or self.cfg.decoder_spec, token_shape=list(self.decoder.token_shape),
+                             device=resolve_device(self.cfg.device))
             self.ip_scale = self.cfg.decoding_settings["ip_scale"]
             self.batches: list[int] = []
+            self.board = WorkerJobs(jobs_dir)
+            self.active: dict[str, dict] = {}       # this replica's unfinished jobs: their records
+            self.lock = threading.Lock()
+            self.tasks: set = set()
             self._decode.set_max_batch_size(int(max_batch_size))
             self._decode.set_batch_wait_timeout_s(float(batch_wait_s))
+            threading.Thread(target=self._heartbeat, daemon=True).start()
+
+        def _record(self, name: str, **changes) -> None:
+            with self.lock:
+                record = self.active.get(name)
+                if record is None: return
+                record.update(changes, beat=time.time())
+                self.board.write(record)
+
+        def _heartbeat(self) -> None:
+            while True:
+                time.sleep(HEARTBEAT_S)
+                for name in list(self.active): self._record(name)
+
+        def _progress(self, names: list[str], step: int, steps: int) -> None:
+            for name in names:
+                record = self.active.get(name)
+                if record is None: continue
+                first = record["state"] == "queued"
+                # every step at most every 0.5 s (a fast decoder does hundreds a second), always the first and last
+                if first or step == steps or time.time() - record["beat"] > 0.5:
+                    self._record(name, state="running", done=step, **({"started": time.time()} if first else {}))
 
         @serve.batch(max_batch_size=DEFAULT_MAX_BATCH, batch_wait_timeout_s=DEFAULT_BATCH_WAIT_S)
         async def _decode(self, requests: list[DecodeRequest]) -> list[np.ndarray]:
             self.batches.append(len(requests))
-            return decode_requests(self.decoder, requests, self.ip_scale)
+            return await asyncio.to_thread(decode_requests, self.decoder, requests, self.ip_scale, self._progress)
+
+        async def _run_job(self, name: str, request: DecodeRequest) -> None:
+            try:
+                image = await self._decode(request)
+                self.board.put_image(name, png_bytes(image))       # the image first: a done record always has one
+                started = self.active[name].get("started") or self.active[name]["created"]
+                self._record(name, state="done", done=request.steps, seconds=time.time() - started)
+            except Exception as e:
+                log.exception("job %s failed", name)
+                self._record(name, state="failed", message=f"decoding failed: {type(e).__name__}: {e}")
+            finally:
+                with self.lock: self.active.pop(name, None)
+
+        def _submit(self, request: DecodeRequest) -> dict:
+            name = self.board.new_name()
+            now = time.time()
+            record = dict(id=name, user=request.user, state="queued", done=0, total=int(request.steps), message="",
+                          seconds=None, created=now, started=None, beat=now, **self.info)
+            request.job = name
+            with self.lock:
+                self.active[name] = record
+                self.board.write(record)
+            task = asyncio.get_running_loop().create_task(self._run_job(name, request))
+            self.tasks.add(task); task.add_done_callback(self.tasks.discard)
+            return dict(record)
 
         async def __call__(self, request):
-            "A `DecodeRequest` from a deployment handle (its image), or an HTTP POST (`decode_via_worker`: a PNG)."
+            "A `DecodeRequest` from a deployment handle (its image), or an HTTP request (the routes above)."
             if isinstance(request, DecodeRequest): return await self._decode(request)
-            from starlette.responses import Response
-            try: decoded = _http_request(await request.body(), request.query_params, self.decoder.token_shape)
+            from starlette.responses import JSONResponse, Response
+            path, method = request.url.path.rstrip("/"), request.method
+            parts = path.strip("/").split("/") if path else []
+            try:
+                if method == "GET" and parts == ["info"]: return JSONResponse(self.info)
+                if method == "POST" and parts in ([], ["jobs"]):
+                    decoded = _http_request(await request.body(), request.query_params, self.decoder.token_shape)
+                    if parts == ["jobs"]: return JSONResponse(self._submit(decoded), status_code=202)
+                    return Response(png_bytes(await self._decode(decoded)), media_type="image/png")
+                if len(parts) in (2, 3) and parts[0] == "jobs" and _JOB_NAME.fullmatch(parts[1]):
+                    name = parts[1]
+                    if method == "DELETE" and len(parts) == 2:
+                        return Response(status_code=204 if self.board.forget(name) else 404)
+                    if method == "GET":
+                        record = self.board.read(name)
+                        if record is None: return Response(f"no job {name}", status_code=404, media_type="text/plain")
+                        if len(parts) == 2: return JSONResponse(record)
+                        if parts[2] == "image":
+                            png = self.board.image(name) if record["state"] == "done" else None
+                            if png is None: return Response(f"job {name} is {record['state']}", status_code=409, media_type="text/plain")
+                            return Response(png, media_type="image/png")
             except ValueError as e: return Response(str(e), status_code=400, media_type="text/plain")
-            image = await self._decode(decoded)
-            return Response(png_bytes(image), media_type="image/png")
+            return Response(f"no route {method} {request.url.path}", status_code=404, media_type="text/plain")
 
         def batch_sizes(self) -> list[int]:
             "The sizes of the batches this replica decoded so far (for tests and the benchmark)."
@@ -126,16 +254,88 @@ def reconstructor(cfg: Config, replicas: int = 1, max_batch_size: int = DEFAULT_
 
     return Reconstructor.bind(dict(vars(cfg)))
 
+# %% ../nbs/22_worker.ipynb #a13ee586
+class WorkerUnavailable(RuntimeError):
+    "No worker answered at the URL."
+
+def _call(url: str, method: str, path: str, body: bytes | None = None, query: dict | None = None,
+          timeout: float = 30) -> tuple[int, bytes, str]:
+    "One HTTP request to the worker: (status, body, content type); 4xx answers are returned, not raised."
+    import urllib.error
+    import urllib.parse
+    import urllib.request
+    full = f"{url.rstrip('/')}{path}" + (f"?{urllib.parse.urlencode(query)}" if query else "")
+    req = urllib.request.Request(full, data=body, method=method, headers={"Content-Type": "application/octet-stream"})
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as r: return r.status, r.read(), r.headers.get_content_type()
+    except urllib.error.HTTPError as e:
+        if e.code >= 500: raise RuntimeError(f"the worker at {url} failed ({e.code}): {e.read().decode(errors='replace')[:500]}") from None
+        return e.code, e.read(), e.headers.get_content_type()
+    except (urllib.error.URLError, ConnectionError, TimeoutError) as e:
+        raise WorkerUnavailable(f"no worker at {url}: {getattr(e, 'reason', e)} (start one with `brainrecon worker`)") from None
+
+def _decode_query(steps, scheduler, guidance, seed, user) -> dict:
+    return dict(steps=int(steps), scheduler=scheduler, guidance=float(guidance), seed=int(seed), user=user)
+
+def _npy(tokens) -> bytes:
+    buf = io.BytesIO(); np.save(buf, np.asarray(tokens, np.float32), allow_pickle=False); return buf.getvalue()
+
+def _png_array(data: bytes) -> np.ndarray:
+    from PIL import Image
+    return np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
+
+def decode_via_worker(url: str, tokens: np.ndarray, *, steps: int, scheduler: str = "ddim", guidance: float = 3.0,
+                      seed: int = 0, user: str = "", timeout: float = 600) -> np.ndarray:
+    "The image the worker at `url` decodes from `tokens` `(tokens, width)`, waiting for it; a ValueError with a refusal's reason."
+    status, data, _ = _call(url, "POST", "/", _npy(tokens), _decode_query(steps, scheduler, guidance, seed, user), timeout)
+    if status != 200: raise ValueError(f"the worker refused the request ({status}): {data.decode(errors='replace')}")
+    return _png_array(data)
+
+def submit_decode(url: str, tokens: np.ndarray, *, steps: int, scheduler: str = "ddim", guidance: float = 3.0,
+                  seed: int = 0, user: str = "", timeout: float = 30) -> dict:
+    "Send a job to the worker at `url`; its record at once (`id`: the job's name, `state`: queued, `decoder`, ...)."
+    status, data, _ = _call(url, "POST", "/jobs", _npy(tokens), _decode_query(steps, scheduler, guidance, seed, user), timeout)
+    if status != 202: raise ValueError(f"the worker refused the job ({status}): {data.decode(errors='replace')}")
+    return json.loads(data)
+
+def job_state(url: str, name: str, timeout: float = 30) -> dict | None:
+    "The worker's record of job `name` (state, done, total, message, seconds, decoder), or None if it does not know it."
+    status, data, _ = _call(url, "GET", f"/jobs/{name}", timeout=timeout)
+    if status == 404: return None
+    if status != 200: raise ValueError(f"the worker refused the request ({status}): {data.decode(errors='replace')}")
+    return json.loads(data)
+
+def job_image(url: str, name: str, timeout: float = 60) -> np.ndarray | None:
+    "The image of done job `name`, or None when the worker has none (unknown, not done, or forgotten)."
+    status, data, _ = _call(url, "GET", f"/jobs/{name}/image", timeout=timeout)
+    return _png_array(data) if status == 200 else None
+
+def forget_job(url: str, name: str, timeout: float = 30) -> bool:
+    "Ask the worker to remove job `name` (after its image was kept elsewhere); whether it knew it."
+    return _call(url, "DELETE", f"/jobs/{name}", timeout=timeout)[0] == 204
+
+def worker_info(url: str, timeout: float = 10) -> dict:
+    "What the worker at `url` decodes with: `decoder`, `token_shape`, `device`."
+    return json.loads(_call(url, "GET", "/info", timeout=timeout)[1])
+
 # %% ../nbs/22_worker.ipynb #583508a1
-def start_worker(cfg: Config, port: int = 8765, replicas: int = 1, max_batch_size: int = DEFAULT_MAX_BATCH,
-                 batch_wait_s: float = DEFAULT_BATCH_WAIT_S, num_cpus: int | None = None):
-    "Start Ray (this machine) and the worker's Serve application on 127.0.0.1:`port`; its deployment handle."
+def worker_port(cfg: Config) -> int:
+    "The port of the configured `worker_url` (`brainrecon worker` listens there), else 8765."
+    from urllib.parse import urlsplit
+    return (urlsplit(cfg.worker_url).port if cfg.worker_url else None) or DEFAULT_PORT
+
+def start_worker(cfg: Config, port: int | None = None, replicas: int | None = None, max_batch_size: int = DEFAULT_MAX_BATCH,
+                 batch_wait_s: float = DEFAULT_BATCH_WAIT_S, num_cpus: int | None = None, jobs_dir: Path | str | None = None):
+    """Start Ray (this machine) and the worker's Serve application on 127.0.0.1:`port` (default: `worker_port(cfg)`);
+    its deployment handle. Job records older than a week are removed first."""
     import ray
     from ray import serve
+    removed = WorkerJobs(jobs_dir or cfg.run_path("worker")).sweep()
+    if removed: log.info("removed %d job file(s) older than a week", removed)
     if not ray.is_initialized():
         ray.init(include_dashboard=False, num_cpus=num_cpus, logging_level=logging.WARNING, configure_logging=False)
-    serve.start(http_options={"host": "127.0.0.1", "port": int(port)})
-    return serve.run(reconstructor(cfg, replicas, max_batch_size, batch_wait_s), name="brainrecon-worker", route_prefix="/")
+    serve.start(http_options={"host": "127.0.0.1", "port": int(port or worker_port(cfg))})
+    return serve.run(reconstructor(cfg, replicas, max_batch_size, batch_wait_s, jobs_dir), name="brainrecon-worker", route_prefix="/")
 
 def stop_worker() -> None:
     "Shut the worker's Serve application and Ray down."
