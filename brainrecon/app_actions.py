@@ -28,7 +28,8 @@ from .app_store import Recording, Reconstruction, Store, check_recording_name, p
 
 # %% auto #0
 __all__ = ['PREDICTORS', 'ModelStatus', 'model_status', 'subject_voxel_count', 'fit_rr', 'ModelUnavailable', 'predict_tokens',
-           'get_decoder', 'check_parameters', 'run_reconstruction', 'add_uploaded_recording', 'export_recordings']
+           'get_decoder', 'check_parameters', 'image_scores', 'run_reconstruction', 'add_uploaded_recording',
+           'export_recordings']
 
 # %% ../nbs/15_app_actions.ipynb #070c58d8
 @dataclass(frozen=True)
@@ -91,6 +92,11 @@ def check_parameters(steps: int, scheduler: str, guidance: float, seed: int) -> 
     if not 0 <= guidance <= 50: raise ValueError(f"guidance must be between 0 and 50, got {guidance}")
     if int(seed) != seed or not 0 <= seed < 2 ** 63: raise ValueError(f"seed must be a whole number >= 0, got {seed}")
 
+def image_scores(stimulus: np.ndarray | None, image: np.ndarray) -> dict:
+    "PixCorr and SSIM of a reconstruction against its stimulus (`(H, W, 3) uint8` each); empty without a stimulus."
+    if stimulus is None: return {}
+    return dict(pixcorr=metrics.pixcorr(stimulus[None], image[None]), ssim=metrics.ssim(stimulus[None], image[None]))
+
 def _newest_file_time(folder: Path) -> datetime:
     "When the newest file under `folder` was written, as naive UTC (as the store keeps times); the epoch if none."
     times = [p.stat().st_mtime for p in Path(folder).rglob("*") if p.is_file()] if Path(folder).is_dir() else []
@@ -117,8 +123,7 @@ def run_reconstruction(store: Store, cfg: Config, recording_id: int, *, pipeline
     image = reconstruct(decoder, tokens, steps=int(steps), scheduler=scheduler, guidance_scale=float(guidance), seed=int(seed),
                         progress=False, on_step=on_step)[0]
     seconds = time.perf_counter() - t0
-    stim = store.stimulus(rec)
-    scores = dict(pixcorr=metrics.pixcorr(stim[None], image[None]), ssim=metrics.ssim(stim[None], image[None])) if stim is not None else {}
+    scores = image_scores(store.stimulus(rec), image)
     return store.add_reconstruction(rec.id, image, pipeline=pipeline, model=str(cfg.model_dir(pipeline, rec.subject)),
                                     decoder=decoder.spec or cfg.decoder_spec, steps=steps, scheduler=scheduler,
                                     guidance=guidance, seed=seed, seconds=seconds, **scores)
