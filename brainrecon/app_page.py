@@ -20,7 +20,8 @@ from .app_stats import _count, history, statistics
 
 # %% auto #0
 __all__ = ['display_png', 'message_html', 'recording_label', 'recording_html', 'header_html', 'model_status_html',
-           'reconstruction_label', 'result_view', 'metrics_html', 'history_html', 'statistics_html']
+           'reconstruction_label', 'result_view', 'metrics_html', 'history_html', 'statistics_html', 'jobs_html',
+           'comparison_items']
 
 # %% ../nbs/17_app_page.ipynb #27ebd003
 def display_png(image: np.ndarray, size: int = 256) -> bytes:
@@ -98,3 +99,32 @@ def statistics_html(store: Store) -> str:
             f"{_count(s['reconstructions'], 'reconstruction')} ({s['scored']} scored); "
             f"mean PixCorr {_fmt(s['pixcorr'])}, mean SSIM {_fmt(s['ssim'])}</p>"
             f'<table class="br-stats"><tr><th>pipeline</th><th>reconstructions</th><th>mean PixCorr</th><th>mean SSIM</th></tr>{rows}</table>')
+
+# %% ../nbs/17_app_page.ipynb #b42bfd10
+def jobs_html(store: Store, limit: int = 10) -> str:
+    "The user's newest `limit` jobs at the worker as an HTML table (escaped): state, progress, the reason of a failure."
+    jobs = store.jobs()[:limit]
+    if not jobs: return message_html("no jobs sent to the worker yet")
+    names = {r.id: r.name for r in store.recordings()}
+    rows = []
+    for j in jobs:
+        progress = {"done": f"reconstruction #{j.reconstruction_id}", "queued": "waiting for the worker"}.get(
+            j.state, f"{j.done_steps} of {j.steps} steps" if j.state == "running" else j.message)
+        rows.append(f'<tr class="br-job br-job-{j.state}"><td>#{j.id}</td><td>{html.escape(names.get(j.recording_id, "?"))}</td>'
+                    f"<td>{j.pipeline}</td><td>{j.steps} {html.escape(j.scheduler)}, seed {j.seed}</td><td><b>{j.state}</b></td>"
+                    f"<td>{html.escape(progress)}</td><td>{j.updated:%H:%M:%S}</td></tr>")
+    return ('<table class="br-jobs"><tr><th>job</th><th>recording</th><th>pipeline</th><th>settings</th><th>state</th>'
+            f'<th></th><th>updated (UTC)</th></tr>{"".join(rows)}</table>')
+
+def comparison_items(store: Store, recording_id: int, reconstruction_ids: list[int] | None = None,
+                     size: int = 200) -> list[tuple[str, bytes, str]]:
+    """What the comparison view shows of one recording: (title, PNG, metrics HTML) for its stimulus (if any), then each
+    chosen reconstruction (default: all of them), oldest first."""
+    rec = store.recording(recording_id)
+    recos = store.reconstructions(rec.id)
+    if reconstruction_ids is not None: recos = [r for r in recos if r.id in set(reconstruction_ids)]
+    stim = store.stimulus(rec)
+    items = [] if stim is None else [("Stimulus", display_png(stim, size), f"<div>{html.escape(rec.name)}</div>")]
+    for r in reversed(recos):
+        items.append((f"#{r.id} {r.pipeline}, {r.steps} steps, seed {r.seed}", display_png(store.image(r), size), metrics_html(r)))
+    return items
