@@ -53,10 +53,11 @@ def recording_html(store: Store, rec: Recording) -> str:
             f"{'' if rec.has_stimulus else '<br>no stimulus: no PixCorr/SSIM'}")
 
 def header_html(cfg: Config, settings: AppSettings) -> str:
-    "The page's header line: user, world, decoder, upload limit."
+    "The page's header line: user, world, decoder (or the shared worker's URL), upload limit."
     world = "the <b>mini world</b> (a small synthetic NSD; mini models)" if cfg.world == "mini" else f"NSD at {html.escape(str(cfg.nsd_root))}"
+    worker = f' on the shared worker <span class="br-worker">{html.escape(cfg.worker_url)}</span>' if cfg.worker_url else ""
     return (f'<div class="br-header">user <b class="br-user">{html.escape(settings.user)}</b> &middot; {world} &middot; '
-            f"decoder {cfg.decoder_spec} &middot; uploads up to {human_size(settings.max_upload_bytes)}</div>")
+            f"decoder {cfg.decoder_spec}{worker} &middot; uploads up to {human_size(settings.max_upload_bytes)}</div>")
 
 def model_status_html(status: ModelStatus) -> str:
     "Where the chosen model is, or what to run to make it."

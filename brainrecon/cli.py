@@ -19,9 +19,10 @@ from .config import Config, load_config, setup_logging
 from .processes import supervised
 
 # %% auto #0
-__all__ = ['app', 'ConfigOpt', 'NsdRootOpt', 'PresetOpt', 'EXPECTED_ERRORS', 'SUPERVISED_COMMANDS', 'parse_sessions', 'reported',
-           'show_config', 'mini', 'ensure_world', 'prepare', 'serve_app', 'serve_hub', 'serve_worker', 'fit',
-           'reproduce', 'evaluate', 'models', 'reconstruct_recording', 'main', 'federate', 'adapt', 'rehearse']
+__all__ = ['app', 'ConfigOpt', 'NsdRootOpt', 'WorkerUrlOpt', 'PresetOpt', 'EXPECTED_ERRORS', 'SUPERVISED_COMMANDS',
+           'parse_sessions', 'reported', 'show_config', 'mini', 'ensure_world', 'prepare', 'serve_app', 'serve_hub',
+           'serve_worker', 'fit', 'reproduce', 'evaluate', 'models', 'reconstruct_recording', 'list_jobs', 'main',
+           'federate', 'adapt', 'rehearse']
 
 # %% ../nbs/99_cli.ipynb #8dd5b56a
 app = typer.Typer(help="brainrecon: reconstruct seen images from fMRI (mini world by default).",
@@ -29,6 +30,7 @@ app = typer.Typer(help="brainrecon: reconstruct seen images from fMRI (mini worl
 
 ConfigOpt = typer.Option(None, "--config", "-c", help="YAML configuration file (default: brainrecon.yaml or $BRAINRECON_CONFIG)")
 NsdRootOpt = typer.Option(None, "--nsd-root", help="a real NSD copy (default: the mini world)")
+WorkerUrlOpt = typer.Option(None, help="a shared worker (`brainrecon worker`) the dashboards send reconstructions to as jobs (default: the config's worker_url; unset: each kernel decodes)")
 PresetOpt = typer.Option(None, "--preset", help="default, or thesis (sessions 1-37 on NSD, ridge alpha 60000 without selection and "
                          "re-normalised test predictions, DDIM 100, guidance 7.5)")
 
@@ -118,6 +120,7 @@ def serve_app(port: int = typer.Option(8866, help="port to serve on (127.0.0.1 o
               max_upload_mb: float = typer.Option(32.0, help="largest upload accepted, MiB"),
               max_sessions: int = typer.Option(4, help="pages served at once (each runs a kernel of ~0.6 GB); one more is refused"),
               db_url: Optional[str] = typer.Option(None, help="SQLAlchemy database URL (default: SQLite in run_dir/app)"),
+              worker_url: Optional[str] = WorkerUrlOpt,
               export_examples: Optional[Path] = typer.Option(None, help="write mini-world test recordings (.npy) and stimuli (.png) to this folder and exit"),
               subject: int = typer.Option(1, "--subject", "-s", help="subject of --export-examples"),
               n: int = typer.Option(3, "-n", help="stimuli written by --export-examples"),
@@ -129,7 +132,7 @@ def serve_app(port: int = typer.Option(8866, help="port to serve on (127.0.0.1 o
     import subprocess
     import tempfile
     from brainrecon import app_actions, app_serve, app_store
-    cfg = _config(config_file, nsd_root=nsd_root, run_dir=run_dir, preset=preset)
+    cfg = _config(config_file, nsd_root=nsd_root, run_dir=run_dir, preset=preset, worker_url=worker_url)
     if export_examples is not None:
         ensure_world(cfg)
         with reported():
@@ -173,6 +176,7 @@ def serve_hub(port: int = typer.Option(8000, help="port of the hub's proxy, the 
               user_prefix: str = typer.Option("brainrecon-", help="prefix of the people's system account names"),
               max_sessions: int = typer.Option(2, help="dashboard pages one person may have open at once (~0.6 GB each)"),
               max_upload_mb: float = typer.Option(32.0, help="largest upload accepted, MiB"),
+              worker_url: Optional[str] = WorkerUrlOpt,
               config_file: Optional[Path] = ConfigOpt, nsd_root: Optional[Path] = NsdRootOpt, preset: Optional[str] = PresetOpt):
     """Serve the dashboard to a lab with JupyterHub on 127.0.0.1 (root): sign-up with admin approval, one server per
     person as their own system account, each person's store in their private home (chapter 21)."""
@@ -187,7 +191,7 @@ def serve_hub(port: int = typer.Option(8000, help="port of the hub's proxy, the 
                                  "setuid), which needs root: run it with sudo", param_hint="the user")
     if max_sessions < 1: raise typer.BadParameter("--max-sessions must be at least 1")
     if not max_upload_mb > 0: raise typer.BadParameter("--max-upload-mb must be positive")
-    cfg = _config(config_file, nsd_root=nsd_root, preset=preset)
+    cfg = _config(config_file, nsd_root=nsd_root, preset=preset, worker_url=worker_url)
     def free_port():
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
@@ -218,18 +222,20 @@ def serve_hub(port: int = typer.Option(8000, help="port of the hub's proxy, the 
 
 # %% ../nbs/99_cli.ipynb #0abd8a91
 @app.command("worker")
-def serve_worker(port: int = typer.Option(8765, help="port of the worker's HTTP endpoint (127.0.0.1 only)"),
-                 replicas: int = typer.Option(1, help="decoder replicas (each loads the decoder once; one GPU each on CUDA)"),
+def serve_worker(port: Optional[int] = typer.Option(None, help="port of the worker's HTTP endpoint, 127.0.0.1 only (default: the config's worker_url's, else 8765)"),
+                 replicas: Optional[int] = typer.Option(None, help="decoder replicas, each loads the decoder once, one GPU each on CUDA (default: the config's worker_replicas)"),
                  max_batch: int = typer.Option(8, help="requests decoded together, at most"),
                  batch_wait: float = typer.Option(0.25, help="seconds a request waits for others to join its batch"),
                  config_file: Optional[Path] = ConfigOpt, nsd_root: Optional[Path] = NsdRootOpt, preset: Optional[str] = PresetOpt):
     """Start the shared reconstruction worker (Ray Serve) on 127.0.0.1: one decoder per replica on the configured
-    device, concurrent requests batched (chapter 22). Runs until stopped (Ctrl-C, SIGTERM)."""
+    device, concurrent requests and jobs batched, jobs recorded in the run's worker folder (chapter 22). Runs until stopped
+    (Ctrl-C, SIGTERM)."""
     import time
     from brainrecon import worker
-    if replicas < 1 or max_batch < 1: raise typer.BadParameter("--replicas and --max-batch must be at least 1")
+    if (replicas is not None and replicas < 1) or max_batch < 1: raise typer.BadParameter("--replicas and --max-batch must be at least 1")
     if not batch_wait >= 0: raise typer.BadParameter("--batch-wait must be >= 0")
-    cfg = _config(config_file, nsd_root=nsd_root, preset=preset)
+    cfg = _config(config_file, nsd_root=nsd_root, preset=preset, worker_replicas=replicas)
+    port, replicas = port or worker.worker_port(cfg), cfg.worker_replicas
     with supervised("brainrecon worker"):
         try:
             with reported(): worker.start_worker(cfg, port, replicas, max_batch, batch_wait)
@@ -342,9 +348,13 @@ def models(config_file: Optional[Path] = ConfigOpt,
 def reconstruct_recording(recording: Path = typer.Argument(..., help="a .npy vector of one subject's nsdgeneral voxels, % signal change"),
                           subject: int = typer.Option(..., "--subject", "-s", help="whose recording it is"),
                           pipeline: str = typer.Option("RR", help="RR (ridge) or BG (federated)"),
-                          out: Path = typer.Option(..., "--out", "-o", help="the reconstruction, a .png"),
+                          out: Optional[Path] = typer.Option(None, "--out", "-o", help="the reconstruction, a .png (not with --via-worker)"),
+                          via_worker: bool = typer.Option(False, "--via-worker", help="keep the recording in your store and send a job to the shared worker; returns at once (see `brainrecon jobs`)"),
+                          worker_url: Optional[str] = typer.Option(None, help="the worker (default: the config's worker_url, else http://127.0.0.1:8765)"),
+                          stimulus: Optional[Path] = typer.Option(None, help="with --via-worker: the image that was seen, to score the result"),
+                          user: Optional[str] = typer.Option(None, help="with --via-worker: whose store (default: $BRAINRECON_APP_USER, else the login name)"),
                           steps: Optional[int] = typer.Option(None, help="sampler steps (default: the preset's, 100)"),
-                          scheduler: Optional[str] = typer.Option(None, help="ddim or dpm++ (default: the preset's)"),
+                          scheduler: Optional[str] = typer.Option(None, help="ddim, dpm++, unipc or euler (default: the preset's)"),
                           guidance: Optional[float] = typer.Option(None, help="classifier-free guidance (default: the preset's)"),
                           seed: int = typer.Option(0, help="noise seed"),
                           config_file: Optional[Path] = ConfigOpt, nsd_root: Optional[Path] = NsdRootOpt,
@@ -355,12 +365,19 @@ def reconstruct_recording(recording: Path = typer.Argument(..., help="a .npy vec
     from brainrecon.app_uploads import Upload, load_voxels
     from brainrecon.config import PIPELINES, atomic_path
     from brainrecon.decoding import reconstruct
-    cfg = _config(config_file, nsd_root=nsd_root, preset=preset)
+    cfg = _config(config_file, nsd_root=nsd_root, preset=preset, worker_url=worker_url)
     if pipeline not in PIPELINES: raise typer.BadParameter(f"must be one of {PIPELINES}", param_hint="--pipeline")
-    if out.suffix.lower() != ".png": raise typer.BadParameter("the output must be a .png file", param_hint="--out")
+    if via_worker and out is not None: raise typer.BadParameter("a job's result goes to your store: write it with `brainrecon jobs --out-dir`", param_hint="--out")
+    if not via_worker and out is None: raise typer.BadParameter("where to write the reconstruction (or --via-worker)", param_hint="--out")
+    if not via_worker and (stimulus or user): raise typer.BadParameter("--stimulus and --user go with --via-worker")
+    if out is not None and out.suffix.lower() != ".png": raise typer.BadParameter("the output must be a .png file", param_hint="--out")
     settings = cfg.decoding_settings
     steps, scheduler = steps or settings["steps"], scheduler or settings["scheduler"]
     guidance = settings["guidance"] if guidance is None else guidance
+    if via_worker:
+        _submit_via_worker(cfg, recording, subject, stimulus, user, dict(pipeline=pipeline, steps=steps, scheduler=scheduler,
+                                                                          guidance=guidance, seed=seed))
+        return
     with reported():
         check_parameters(steps, scheduler, guidance, seed)
         ensure_world(cfg)
@@ -373,6 +390,67 @@ def reconstruct_recording(recording: Path = typer.Argument(..., help="a .npy vec
         with atomic_path(out) as tmp: Image.fromarray(image).save(tmp, format="PNG")
     typer.echo(f"subject {subject}, {pipeline}, {decoder.spec} decoder, {scheduler} {steps} steps, guidance {guidance}, "
                f"seed {seed} ({cfg.preset} preset) -> {out}")
+
+def _user_store(cfg: Config, user: str | None):
+    "The store the dashboard of `user` uses (the same database and files)."
+    from brainrecon import app_serve, app_store
+    return app_store.Store.open(app_serve.app_settings(cfg, app_serve.dashboard_env(cfg, user=user)))
+
+def _submit_via_worker(cfg: Config, recording: Path, subject: int, stimulus: Path | None, user: str | None, params: dict) -> None:
+    from brainrecon.app_actions import add_uploaded_recording
+    from brainrecon.app_jobs import submit_job
+    from brainrecon.app_store import Job
+    from brainrecon.app_uploads import Upload
+    from brainrecon.worker import DEFAULT_PORT
+    import dataclasses
+    if not cfg.worker_url: cfg = dataclasses.replace(cfg, worker_url=f"http://127.0.0.1:{DEFAULT_PORT}")
+    with reported():
+        ensure_world(cfg)
+        store = _user_store(cfg, user)
+        up = lambda p: Upload(p.name, p.read_bytes()) if p is not None else None
+        rec = add_uploaded_recording(store, cfg, subject, up(recording), up(stimulus))
+        try: got = submit_job(store, cfg, rec.id, **params)
+        except BaseException:
+            store.delete_recording(rec.id)          # refused: the recording just added goes again, nothing is kept
+            raise
+    if isinstance(got, Job):
+        typer.echo(f"job {got.id} {got.state} at {got.worker} (recording #{rec.id} of {store.user}, {params['pipeline']}, "
+                   f"{params['scheduler']} {params['steps']} steps, seed {params['seed']}); `brainrecon jobs` shows where it is")
+    else: typer.echo(f"already reconstructed: reconstruction #{got.id} in {store.user}'s history")
+
+@app.command("jobs")
+def list_jobs(wait: bool = typer.Option(False, "--wait", help="collect until every job is done or failed (exit 1 if one failed)"),
+              out_dir: Optional[Path] = typer.Option(None, help="write each done job's reconstruction as job-ID.png here"),
+              user: Optional[str] = typer.Option(None, help="whose store (default: $BRAINRECON_APP_USER, else the login name)"),
+              timeout: float = typer.Option(3600, help="with --wait: give up after this many seconds"),
+              config_file: Optional[Path] = ConfigOpt, nsd_root: Optional[Path] = NsdRootOpt):
+    "Your reconstruction jobs at the shared worker: collect the finished ones into your store (history) and list them all."
+    import time
+    from PIL import Image
+    from brainrecon.app_jobs import collect_jobs
+    from brainrecon.config import atomic_path
+    cfg = _config(config_file, nsd_root=nsd_root)
+    with reported():
+        store = _user_store(cfg, user)
+        waited = {j.id for j in store.jobs(unfinished=True)}
+        start = time.monotonic()
+        while True:
+            collect_jobs(store)
+            if not wait or not store.jobs(unfinished=True): break
+            if time.monotonic() - start > timeout: raise TimeoutError(f"jobs still unfinished after {timeout:g} s")
+            time.sleep(0.5)
+        jobs = store.jobs()
+        names = {r.id: r.name for r in store.recordings()}
+        for j in jobs:
+            where = {"done": f"reconstruction #{j.reconstruction_id}", "running": f"{j.done_steps}/{j.steps} steps",
+                     "queued": "waiting", "failed": j.message}[j.state]
+            typer.echo(f"job {j.id:>4}  {j.state:<7}  {names.get(j.recording_id, '?')[:30]:<30}  {j.pipeline} {j.scheduler} "
+                       f"{j.steps} steps seed {j.seed}  {where}")
+            if out_dir is not None and j.state == "done":
+                with atomic_path(Path(out_dir) / f"job-{j.id}.png") as tmp:
+                    Image.fromarray(store.image(store.reconstruction(j.reconstruction_id))).save(tmp, format="PNG")
+        if not jobs: typer.echo(f"no jobs in {store.user}'s store")
+    if wait and any(j.state == "failed" for j in jobs if j.id in waited): raise typer.Exit(1)
 
 SUPERVISED_COMMANDS = ("app", "hub", "worker", "federate", "adapt", "reproduce", "rehearse")
 
