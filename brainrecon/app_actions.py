@@ -27,9 +27,9 @@ from .app_store import Recording, Reconstruction, Store, check_recording_name, p
 
 
 # %% auto #0
-__all__ = ['PREDICTORS', 'ModelStatus', 'model_status', 'subject_voxel_count', 'fit_rr', 'ModelUnavailable', 'predict_tokens',
-           'get_decoder', 'check_parameters', 'image_scores', 'run_reconstruction', 'add_uploaded_recording',
-           'export_recordings']
+__all__ = ['PREDICTORS', 'MAX_STEPS', 'ModelStatus', 'model_status', 'subject_voxel_count', 'fit_rr', 'ModelUnavailable',
+           'predict_tokens', 'get_decoder', 'check_parameters', 'image_scores', 'run_reconstruction',
+           'add_uploaded_recording', 'export_recordings']
 
 # %% ../nbs/15_app_actions.ipynb #070c58d8
 @dataclass(frozen=True)
@@ -85,9 +85,12 @@ def get_decoder(cfg: Config):
     if key not in _DECODERS: _DECODERS[key] = load_decoder(key[0], key[2], models_root=cfg.models_root)
     return _DECODERS[key]
 
+MAX_STEPS = 999   # the schedulers are trained on 1000 timesteps: at 1000 steps diffusers' DDIM indexes past them and DPM-Solver++ gives NaN
+
 def check_parameters(steps: int, scheduler: str, guidance: float, seed: int) -> None:
     "Refuse decoding parameters outside what the pipeline accepts, with a message for the page."
-    if int(steps) != steps or not 1 <= steps <= 1000: raise ValueError(f"inference steps must be a whole number from 1 to 1000, got {steps}")
+    if int(steps) != steps or not 1 <= steps <= MAX_STEPS:
+        raise ValueError(f"inference steps must be a whole number from 1 to {MAX_STEPS}, got {steps}")
     if scheduler not in SCHEDULERS: raise ValueError(f"scheduler must be one of {SCHEDULERS}, got {scheduler!r}")
     if not 0 <= guidance <= 50: raise ValueError(f"guidance must be between 0 and 50, got {guidance}")
     if int(seed) != seed or not 0 <= seed < 2 ** 63: raise ValueError(f"seed must be a whole number >= 0, got {seed}")
