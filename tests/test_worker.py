@@ -68,8 +68,6 @@ def test_jobs_through_the_worker(isolated_env, tmp_path):
     people's jobs submitted at the same moment are one batch in the worker's log, and `brainrecon jobs --wait` collects
     one of them; `brainrecon reconstruct --via-worker` returns at once; a replica killed mid-job (SIGKILL) and the whole
     worker stopped mid-job (SIGTERM) each leave the job failed with the reason, no reconstruction row and no file."""
-    import os
-    import subprocess
     import time
     import psutil
     from brainrecon.app_actions import add_uploaded_recording
@@ -96,7 +94,7 @@ def test_jobs_through_the_worker(isolated_env, tmp_path):
     app = Server(isolated_env, tmp_path / "app.log", "--user", "alice", "--worker-url", url)
     try:
         wait_until(lambda: "worker at http://127.0.0.1" in output(worker)[0], 240, "the worker to start", worker)
-        token = app.wait()
+        app.wait()
 
         # 1. the dashboard: a job, the page closed while it runs and its kernel gone, the page opened again
         with playwright.sync_playwright() as pw:
