@@ -187,6 +187,9 @@ def ala_mix(model: BGModel, global_state: dict, weights: dict | None, x: torch.T
     if names:
         was_training = model.training
         model.eval()
+        # only the mixing weights learn here: the model's own parameters need no gradient (the same weights, less work)
+        learning = [p for p in model.parameters() if p.requires_grad]
+        for p in learning: p.requires_grad_(False)
         for w in weights.values(): w.requires_grad_(True)
         opt = torch.optim.SGD(list(weights.values()), lr=bg.ala_lr)
         losses = []
@@ -207,6 +210,7 @@ def ala_mix(model: BGModel, global_state: dict, weights: dict | None, x: torch.T
             if not first or epochs >= bg.ala_max_epochs: break
             if len(losses) > bg.ala_window and np.std(losses[-bg.ala_window:]) < bg.ala_threshold: break
         for w in weights.values(): w.requires_grad_(False)
+        for p in learning: p.requires_grad_(True)
         model.train(was_training)
     with torch.no_grad():
         model.backbone.load_state_dict(mixed(weights))
