@@ -28,8 +28,8 @@ from .app_store import Recording, Reconstruction, Store, check_recording_name, p
 
 # %% auto #0
 __all__ = ['PREDICTORS', 'MAX_STEPS', 'ModelStatus', 'model_status', 'subject_voxel_count', 'fit_rr', 'ModelUnavailable',
-           'predict_tokens', 'get_decoder', 'check_parameters', 'image_scores', 'run_reconstruction',
-           'add_uploaded_recording', 'export_recordings']
+           'predict_tokens', 'get_decoder', 'check_parameters', 'image_scores', 'stored_reconstruction',
+           'run_reconstruction', 'add_uploaded_recording', 'export_recordings']
 
 # %% ../nbs/15_app_actions.ipynb #070c58d8
 @dataclass(frozen=True)
@@ -105,6 +105,12 @@ def _newest_file_time(folder: Path) -> datetime:
     times = [p.stat().st_mtime for p in Path(folder).rglob("*") if p.is_file()] if Path(folder).is_dir() else []
     return datetime.fromtimestamp(max(times, default=0), timezone.utc).replace(tzinfo=None)
 
+def stored_reconstruction(store: Store, recording_id: int, model: Path, **params) -> Reconstruction | None:
+    """The user's newest reconstruction of `recording_id` with `model` and exactly these parameters (pipeline, decoder,
+    steps, scheduler, guidance, seed), unless the model was refitted since it was made (then None)."""
+    same = store.find_reconstruction(recording_id, model=str(model), **params)
+    return same if same is not None and same.created >= _newest_file_time(model) else None
+
 def run_reconstruction(store: Store, cfg: Config, recording_id: int, *, pipeline: str = "RR", steps: int = 50,
                        scheduler: str = "ddim", guidance: float = 3.0, seed: int = 0, decoder=None,
                        on_step: Callable[[int, int], None] | None = None) -> Reconstruction:
@@ -115,9 +121,9 @@ def run_reconstruction(store: Store, cfg: Config, recording_id: int, *, pipeline
     rec = store.recording(recording_id)
     decoder = decoder or get_decoder(cfg)
     model = cfg.model_dir(pipeline, rec.subject)
-    same = store.find_reconstruction(rec.id, pipeline=pipeline, model=str(model), decoder=decoder.spec or cfg.decoder_spec,
-                                     steps=steps, scheduler=scheduler, guidance=guidance, seed=seed)
-    if same is not None and same.created >= _newest_file_time(model): return same
+    same = stored_reconstruction(store, rec.id, model, pipeline=pipeline, decoder=decoder.spec or cfg.decoder_spec,
+                                 steps=steps, scheduler=scheduler, guidance=guidance, seed=seed)
+    if same is not None: return same
     tokens = predict_tokens(cfg, pipeline, rec.subject, store.voxels(rec))
     if tuple(tokens.shape[1:]) != tuple(decoder.token_shape):
         raise ModelUnavailable(f"the {pipeline} model of subject {rec.subject} predicts tokens {tuple(tokens.shape[1:])} but the "

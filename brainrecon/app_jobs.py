@@ -11,7 +11,7 @@ from typing import Callable
 
 from .config import Config
 from .app_store import Job, JobFinished, Reconstruction, Store
-from .app_actions import ModelUnavailable, _newest_file_time, check_parameters, image_scores, predict_tokens
+from .app_actions import ModelUnavailable, check_parameters, image_scores, predict_tokens, stored_reconstruction
 from .worker import WorkerUnavailable, forget_job, job_image, job_state, submit_decode, worker_info
 
 log = logging.getLogger(__name__)
@@ -35,10 +35,11 @@ def submit_job(store: Store, cfg: Config, recording_id: int, *, pipeline: str = 
     rec = store.recording(recording_id)
     model = cfg.model_dir(pipeline, rec.subject)
     info = worker_info(url)
-    params = dict(pipeline=pipeline, model=str(model), decoder=info["decoder"], steps=int(steps), scheduler=scheduler,
-                  guidance=float(guidance), seed=int(seed))
-    same = store.find_reconstruction(rec.id, **params)
-    if same is not None and same.created >= _newest_file_time(model): return same
+    params = dict(pipeline=pipeline, decoder=info["decoder"], steps=int(steps), scheduler=scheduler, guidance=float(guidance),
+                  seed=int(seed))
+    same = stored_reconstruction(store, rec.id, model, **params)
+    if same is not None: return same
+    params["model"] = str(model)
     for job in store.jobs(unfinished=True, recording_id=rec.id):
         if job.worker == url and all(getattr(job, k) == v for k, v in params.items()): return job
     tokens = predict_tokens(cfg, pipeline, rec.subject, store.voxels(rec))
@@ -65,6 +66,8 @@ def refresh_job(store: Store, job_id: int) -> Job:
                                  "or it was collected elsewhere); submit it again")
     try:
         if record["state"] in ("queued", "running"):
+            if (record["state"], record["done"], record.get("message", "")) == (job.state, job.done_steps, job.message):
+                return job          # nothing new: no write (the page asks every half second)
             return store.update_job(job.id, record["state"], done_steps=record["done"], message=record.get("message", ""))
         if record["state"] == "failed": return store.update_job(job.id, "failed", message=record["message"])
     except JobFinished: return store.job(job.id)

@@ -109,11 +109,9 @@ def jobs_html(store: Store, limit: int = 10) -> str:
     names = {r.id: r.name for r in store.recordings()}
     rows = []
     for j in jobs:
-        progress = {"done": f"reconstruction #{j.reconstruction_id}", "queued": "waiting for the worker"}.get(
-            j.state, f"{j.done_steps} of {j.steps} steps" if j.state == "running" else j.message)
         rows.append(f'<tr class="br-job br-job-{j.state}"><td>#{j.id}</td><td>{html.escape(names.get(j.recording_id, "?"))}</td>'
                     f"<td>{j.pipeline}</td><td>{j.steps} {html.escape(j.scheduler)}, seed {j.seed}</td><td><b>{j.state}</b></td>"
-                    f"<td>{html.escape(progress)}</td><td>{j.updated:%H:%M:%S}</td></tr>")
+                    f"<td>{html.escape(j.where)}</td><td>{j.updated:%H:%M:%S}</td></tr>")
     return ('<table class="br-jobs"><tr><th>job</th><th>recording</th><th>pipeline</th><th>settings</th><th>state</th>'
             f'<th></th><th>updated (UTC)</th></tr>{"".join(rows)}</table>')
 

@@ -360,16 +360,24 @@ def rename_recording(self: Store, recording_id: int, name: str) -> Recording:
 
 # %% ../nbs/14_app_store.ipynb #d7a878c1
 @patch
+def _reconstruction_row(self: Store, recording_id: int, image_sha: str, *, pipeline: str, model: str, decoder: str, steps: int,
+                        scheduler: str, guidance: float, seed: int, pixcorr: float | None, ssim: float | None,
+                        seconds: float) -> dict:
+    "A row of `reconstructions`, stamped with this brainrecon's version and the time."
+    return dict(owner=self.user, recording_id=int(recording_id), pipeline=pipeline, model=str(model), decoder=str(decoder),
+                steps=int(steps), scheduler=scheduler, guidance=float(guidance), seed=int(seed), image_sha=image_sha,
+                pixcorr=None if pixcorr is None else float(pixcorr), ssim=None if ssim is None else float(ssim),
+                seconds=float(seconds), version=__version__, created=_now())
+
+@patch
 def add_reconstruction(self: Store, recording_id: int, image: np.ndarray, *, pipeline: str, model: str, decoder: str,
                        steps: int, scheduler: str, guidance: float, seed: int, pixcorr: float | None = None,
                        ssim: float | None = None, seconds: float = 0.0) -> Reconstruction:
     "Keep a finished reconstruction `(H, W, 3) uint8` of one of this user's recordings. All or nothing."
     self.recording(recording_id)
-    row = lambda sha: dict(owner=self.user, recording_id=int(recording_id), pipeline=pipeline, model=str(model),
-                           decoder=str(decoder), steps=int(steps), scheduler=scheduler, guidance=float(guidance),
-                           seed=int(seed), image_sha=sha, pixcorr=None if pixcorr is None else float(pixcorr),
-                           ssim=None if ssim is None else float(ssim), seconds=float(seconds), version=__version__,
-                           created=_now())
+    row = lambda sha: self._reconstruction_row(recording_id, sha, pipeline=pipeline, model=model, decoder=decoder, steps=steps,
+                                               scheduler=scheduler, guidance=guidance, seed=seed, pixcorr=pixcorr, ssim=ssim,
+                                               seconds=seconds)
     return Reconstruction(**self._insert(reconstructions, [(png_bytes(image), ".png")], row, recording_id=recording_id))
 
 # %% ../nbs/14_app_store.ipynb #b802c47f
@@ -435,6 +443,12 @@ class Job:
     @property
     def finished(self) -> bool: return self.state in ("done", "failed")
 
+    @property
+    def where(self) -> str:
+        "Where it is, in words: the reconstruction it made, the steps decoded, or why it failed."
+        return {"done": f"reconstruction #{self.reconstruction_id}", "queued": "waiting for the worker",
+                "running": f"{self.done_steps} of {self.steps} steps", "failed": self.message}[self.state]
+
 class JobFinished(RuntimeError):
     "The job is already done or failed; a final state is not changed."
 
@@ -497,10 +511,9 @@ def finish_job(self: Store, job_id: int, image: np.ndarray, *, pixcorr: float | 
     def mark_done(conn, rid):
         conn.execute(jobs.update().where(jobs.c.id == job.id).values(state="done", done_steps=job.steps, message="",
                                                                       reconstruction_id=rid, updated=_now()))
-    row = lambda sha: dict(owner=self.user, recording_id=job.recording_id, pipeline=job.pipeline, model=job.model,
-                           decoder=job.decoder, steps=job.steps, scheduler=job.scheduler, guidance=job.guidance, seed=job.seed,
-                           image_sha=sha, pixcorr=None if pixcorr is None else float(pixcorr),
-                           ssim=None if ssim is None else float(ssim), seconds=float(seconds), version=__version__, created=_now())
+    row = lambda sha: self._reconstruction_row(job.recording_id, sha, pipeline=job.pipeline, model=job.model, decoder=job.decoder,
+                                               steps=job.steps, scheduler=job.scheduler, guidance=job.guidance, seed=job.seed,
+                                               pixcorr=pixcorr, ssim=ssim, seconds=seconds)
     try:
         return Reconstruction(**self._insert(reconstructions, [(png_bytes(image), ".png")], row, recording_id=job.recording_id,
                                              before=still_open, after=mark_done))

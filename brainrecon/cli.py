@@ -442,10 +442,8 @@ def list_jobs(wait: bool = typer.Option(False, "--wait", help="collect until eve
         jobs = store.jobs()
         names = {r.id: r.name for r in store.recordings()}
         for j in jobs:
-            where = {"done": f"reconstruction #{j.reconstruction_id}", "running": f"{j.done_steps}/{j.steps} steps",
-                     "queued": "waiting", "failed": j.message}[j.state]
             typer.echo(f"job {j.id:>4}  {j.state:<7}  {names.get(j.recording_id, '?')[:30]:<30}  {j.pipeline} {j.scheduler} "
-                       f"{j.steps} steps seed {j.seed}  {where}")
+                       f"{j.steps} steps seed {j.seed}  {j.where}")
             if out_dir is not None and j.state == "done":
                 with atomic_path(Path(out_dir) / f"job-{j.id}.png") as tmp:
                     Image.fromarray(store.image(store.reconstruction(j.reconstruction_id))).save(tmp, format="PNG")

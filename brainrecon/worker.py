@@ -19,7 +19,7 @@ from typing import Callable
 
 import numpy as np
 
-from .app_store import png_bytes
+from .app_store import npy_bytes, png_bytes
 from .config import Config, atomic_path
 
 log = logging.getLogger("brainrecon.worker")
@@ -277,9 +277,6 @@ def _call(url: str, method: str, path: str, body: bytes | None = None, query: di
 def _decode_query(steps, scheduler, guidance, seed, user) -> dict:
     return dict(steps=int(steps), scheduler=scheduler, guidance=float(guidance), seed=int(seed), user=user)
 
-def _npy(tokens) -> bytes:
-    buf = io.BytesIO(); np.save(buf, np.asarray(tokens, np.float32), allow_pickle=False); return buf.getvalue()
-
 def _png_array(data: bytes) -> np.ndarray:
     from PIL import Image
     return np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
@@ -287,14 +284,14 @@ def _png_array(data: bytes) -> np.ndarray:
 def decode_via_worker(url: str, tokens: np.ndarray, *, steps: int, scheduler: str = "ddim", guidance: float = 3.0,
                       seed: int = 0, user: str = "", timeout: float = 600) -> np.ndarray:
     "The image the worker at `url` decodes from `tokens` `(tokens, width)`, waiting for it; a ValueError with a refusal's reason."
-    status, data, _ = _call(url, "POST", "/", _npy(tokens), _decode_query(steps, scheduler, guidance, seed, user), timeout)
+    status, data, _ = _call(url, "POST", "/", npy_bytes(np.asarray(tokens, np.float32)), _decode_query(steps, scheduler, guidance, seed, user), timeout)
     if status != 200: raise ValueError(f"the worker refused the request ({status}): {data.decode(errors='replace')}")
     return _png_array(data)
 
 def submit_decode(url: str, tokens: np.ndarray, *, steps: int, scheduler: str = "ddim", guidance: float = 3.0,
                   seed: int = 0, user: str = "", timeout: float = 30) -> dict:
     "Send a job to the worker at `url`; its record at once (`id`: the job's name, `state`: queued, `decoder`, ...)."
-    status, data, _ = _call(url, "POST", "/jobs", _npy(tokens), _decode_query(steps, scheduler, guidance, seed, user), timeout)
+    status, data, _ = _call(url, "POST", "/jobs", npy_bytes(np.asarray(tokens, np.float32)), _decode_query(steps, scheduler, guidance, seed, user), timeout)
     if status != 202: raise ValueError(f"the worker refused the job ({status}): {data.decode(errors='replace')}")
     return json.loads(data)
 
@@ -330,7 +327,8 @@ def start_worker(cfg: Config, port: int | None = None, replicas: int | None = No
     its deployment handle. Job records older than a week are removed first."""
     import ray
     from ray import serve
-    removed = WorkerJobs(jobs_dir or cfg.run_path("worker")).sweep()
+    jobs_dir = Path(jobs_dir or cfg.run_path("worker")).resolve()
+    removed = WorkerJobs(jobs_dir).sweep()
     if removed: log.info("removed %d job file(s) older than a week", removed)
     if not ray.is_initialized():
         ray.init(include_dashboard=False, num_cpus=num_cpus, logging_level=logging.WARNING, configure_logging=False)
