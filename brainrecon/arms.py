@@ -119,10 +119,11 @@ def run_grid(jobs: Sequence[dict], workers: int = 1, progress: bool = True) -> p
     "`compare_arms(**job)` for every job (`cfg`, `out`, ...; a `label` is copied to its rows), per arm, in `workers` processes."
     import concurrent.futures as cf, multiprocessing as mp
     from tqdm.auto import tqdm
-    for cfg in {id(j["cfg"]): j["cfg"] for j in jobs}.values():
+    # every subject's data and tokens (all sessions, and each amount of data a job asks for) prepared once, here
+    for cfg, k in {(id(j["cfg"]), k): (j["cfg"], k) for j in jobs for k in (None, j.get("train_sessions"))}.values():
         for s in cfg.subjects:
-            subject_tokens(cfg, prepare_subject(cfg.nsd_path, s, cfg.sessions, out_dir=cfg.prepared_dir(s), progress=False),
-                           progress=False)
+            subject_tokens(cfg, prepare_subject(cfg.nsd_path, s, cfg.sessions, out_dir=cfg.prepared_dir(s), progress=False,
+                                                train_sessions=k), progress=False)
     cost = {"BG-fed": 3, "BG-local": 2, "RR": 1}
     split = sorted(({**j, "arms": [a]} for j in jobs for a in j.get("arms", ARMS)),   # longest first
                    key=lambda j: -cost[j["arms"][0]] * (j.get("train_sessions") or 99))

@@ -37,7 +37,7 @@ __all__ = ['log', 'WEIGHTS', 'IP_ADAPTER_WEIGHT', 'TINY', 'ENCODERS', 'ENCODER_M
            'read_ip_adapter', 'encoder_from_folder', 'tiny_encoder_modules', 'tiny_encoder',
            'resampler_to_ip_adapter_keys', 'ip_attention_keys', 'write_ip_adapter_folder', 'registered', 'register_in',
            'register_encoder', 'load_encoder', 'extract_tokens', 'cached_tokens', 'encoder_identity', 'stimulus_tokens',
-           'subject_tokens']
+           'token_paths', 'subject_tokens']
 
 # %% ../nbs/03_embeddings.ipynb #f6752c06
 WEIGHTS = {   # role -> (Hugging Face repository, local folder name, the files brainrecon reads, in the repository's layout)
@@ -352,19 +352,27 @@ def stimulus_tokens(nsd_root, ids: np.ndarray, encoder: TokenEncoder, out_path: 
     return tokens, uncond
 
 # %% ../nbs/03_embeddings.ipynb #91174258
+def token_paths(cfg: Config, prep: PreparedSubject) -> tuple[Path, Path]:
+    """Where `subject_tokens` caches `prep`'s train and test tokens. A subject restricted to its first k sessions
+    (`prep.train_sessions`) trains on fewer images: its train tokens get a file of their own (`subj01_train_first2.npy`),
+    so that runs on different amounts of data, one after the other or at the same time, never replace each other's
+    cache (the test images are the same for every k)."""
+    name = subject_folder(prep.subject)
+    first = f"_first{prep.train_sessions}" if prep.train_sessions else ""
+    return cfg.run_path("tokens", f"{name}_train{first}.npy"), cfg.run_path("tokens", f"{name}_test.npy")
+
 def subject_tokens(cfg: Config, prep: PreparedSubject, encoder: TokenEncoder | None = None,
                    progress: bool = True) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Target tokens of `prep`'s train and test images `(n, tokens, width)` float32 and the uncond tokens, cached in
-    the run's `tokens` folder. `encoder` defaults to the one `cfg` names (`cfg.encoder_spec`), built only when a cache
-    does not match (a BG site reads its tokens every round: building the 2.5 GB image encoder for that would be waste)."""
-    name = subject_folder(prep.subject)
-    paths = [cfg.run_path("tokens", f"{name}_{split}.npy") for split in ("train", "test")]
+    the run's `tokens` folder (`token_paths`). `encoder` defaults to the one `cfg` names (`cfg.encoder_spec`), built only
+    when a cache does not match (a BG site reads its tokens every round: building the 2.5 GB image encoder for that
+    would be waste)."""
+    paths = token_paths(cfg, prep)
     identity = encoder_identity(cfg.encoder_spec, cfg.models_root) if encoder is None else None
     if identity is not None:
         hits = [cached_tokens(p, _tokens_manifest(cfg.nsd_path, ids, **identity)) for p, ids in zip(paths, (prep.train_ids, prep.test_ids))]
         if all(h is not None for h in hits): return hits[0][0], hits[1][0], hits[0][1]
     encoder = encoder or load_encoder(cfg.encoder_spec, device=resolve_device(cfg.device), models_root=cfg.models_root)
-    train, uncond = stimulus_tokens(cfg.nsd_path, prep.train_ids, encoder, cfg.run_path("tokens", f"{name}_train.npy"),
-                                    progress=progress)
-    test, _ = stimulus_tokens(cfg.nsd_path, prep.test_ids, encoder, cfg.run_path("tokens", f"{name}_test.npy"), progress=progress)
+    train, uncond = stimulus_tokens(cfg.nsd_path, prep.train_ids, encoder, paths[0], progress=progress)
+    test, _ = stimulus_tokens(cfg.nsd_path, prep.test_ids, encoder, paths[1], progress=progress)
     return train, test, uncond

@@ -246,9 +246,10 @@ class SubjectSite:
         self.model = BGModel(self.prep.n_voxels, bg).to(device)
         self.model.backbone.requires_grad_(bg.train_backbone)
         trained = [(n_, p) for n_, p in self.model.named_parameters() if p.requires_grad]
+        # foreach: one call per step for all tensors (PyTorch's default on the CPU is a loop over them); the same values
         self.opt = torch.optim.AdamW([dict(params=[p for n_, p in trained if not _no_decay(n_, p)], weight_decay=bg.weight_decay),
                                       dict(params=[p for n_, p in trained if _no_decay(n_, p)], weight_decay=0.0)],
-                                     lr=bg.lr, betas=bg.betas)
+                                     lr=bg.lr, betas=bg.betas, foreach=True)
         total = bg.rounds * self.steps_per_round
         self.sched = torch.optim.lr_scheduler.OneCycleLR(self.opt, max_lr=bg.lr, total_steps=total,
                                                          pct_start=min(0.3, 2 / bg.rounds), final_div_factor=1000)

@@ -29,13 +29,13 @@ from .embeddings import MissingWeights, registered
 log = logging.getLogger(__name__)
 
 # %% auto #0
-__all__ = ['log', 'PIXEL_SIZE', 'PROTOCOLS', 'IMAGENET_NORM', 'CLIP_NORM', 'FEATURE_METRICS', 'LOW_LEVEL', 'METRICS', 'LABELS',
-           'HIGHER_IS_BETTER', 'FEATURE_METRIC_MODULES', 'FEATURE_NETWORKS', 'check_images', 'Protocol', 'get_protocol',
-           'resized', 'pixel_inputs', 'network_inputs', 'pixcorr_per_image', 'pixcorr', 'ssim_per_image',
-           'pixel_scores', 'ssim', 'feature_correlations', 'two_way_identification_per_image', 'two_way_identification',
-           'correlation_distance_per_image', 'correlation_distance', 'FeatureMetric', 'FeatureNetwork',
-           'register_feature_metric', 'weight_file', 'weight_places', 'metric_weights', 'load_feature_network',
-           'Evaluation', 'extract_features', 'evaluate']
+__all__ = ['log', 'PIXEL_SIZE', 'PROTOCOLS', 'PIXEL_BATCH', 'IMAGENET_NORM', 'CLIP_NORM', 'FEATURE_METRICS', 'LOW_LEVEL',
+           'METRICS', 'LABELS', 'HIGHER_IS_BETTER', 'FEATURE_METRIC_MODULES', 'FEATURE_NETWORKS', 'check_images',
+           'Protocol', 'get_protocol', 'resized', 'pixel_inputs', 'network_inputs', 'pixcorr_per_image', 'pixcorr',
+           'ssim_per_image', 'pixel_scores', 'ssim', 'feature_correlations', 'two_way_identification_per_image',
+           'two_way_identification', 'correlation_distance_per_image', 'correlation_distance', 'FeatureMetric',
+           'FeatureNetwork', 'register_feature_metric', 'weight_file', 'weight_places', 'metric_weights',
+           'load_feature_network', 'Evaluation', 'extract_features', 'evaluate']
 
 # %% ../nbs/05_metrics.ipynb #3ff8160e
 def check_images(images: np.ndarray, name: str = "images") -> np.ndarray:
@@ -104,6 +104,8 @@ def network_inputs(images: np.ndarray, size: int, protocol: str | Protocol, devi
 def _batches(n: int, batch_size: int):
     for start in range(0, n, batch_size): yield slice(start, min(n, start + batch_size))
 
+PIXEL_BATCH = 2   # pairs scored together by PixCorr and SSIM (the fastest on the CPU; any number gives the same values)
+
 def _check_pairs(gt, rec):
     gt, rec = check_images(gt, "ground truth"), check_images(rec, "reconstructions")
     if len(gt) != len(rec): raise ValueError(f"{len(gt)} ground-truth images but {len(rec)} reconstructions")
@@ -111,18 +113,26 @@ def _check_pairs(gt, rec):
 
 # %% ../nbs/05_metrics.ipynb #a2481cfb
 def _pixel_batches(gt: np.ndarray, rec: np.ndarray, protocol: str | Protocol, batch_size: int):
-    "The pairs, `batch_size` at a time, as `protocol` gives them to PixCorr and SSIM: `(g, r)`, `(b, 3, 425, 425)` float64."
+    """The pairs, `batch_size` at a time, as `protocol` gives them to PixCorr and SSIM: `(g, r, k)`, `(b, 3, 425, 425)`
+    float64 and the number of pairs `k`. A single pair is sent twice (`b = 2`, `k = 1`): PyTorch splits the reduction
+    of a lone image over its threads (another summation order, values differing by about 1e-16), while with two or more
+    images it gives each thread whole images; so every pair's values are the same whatever the batch."""
     gt, rec = _check_pairs(gt, rec)
-    for b in _batches(len(gt), batch_size): yield pixel_inputs(gt[b], protocol), pixel_inputs(rec[b], protocol)
+    if batch_size < 1: raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    for b in _batches(len(gt), batch_size):
+        g, r = gt[b], rec[b]
+        if len(g) == 1: g, r = np.concatenate([g, g]), np.concatenate([r, r])
+        yield pixel_inputs(g, protocol), pixel_inputs(r, protocol), b.stop - b.start
 
 def _pixcorr_rows(g: torch.Tensor, r: torch.Tensor) -> np.ndarray:
     g, r = g.flatten(1), r.flatten(1)
     g, r = g - g.mean(1, keepdim=True), r - r.mean(1, keepdim=True)
     return ((g * r).sum(1) / (g.norm(dim=1) * r.norm(dim=1))).numpy()
 
-def pixcorr_per_image(gt: np.ndarray, rec: np.ndarray, protocol: str | Protocol = "thesis", batch_size: int = 64) -> np.ndarray:
+def pixcorr_per_image(gt: np.ndarray, rec: np.ndarray, protocol: str | Protocol = "thesis",
+                      batch_size: int = PIXEL_BATCH) -> np.ndarray:
     "Pearson r between each pair's flattened RGB values at 425 x 425, as `protocol` resizes them: `(n,)` float64."
-    return np.concatenate([_pixcorr_rows(g, r) for g, r in _pixel_batches(gt, rec, protocol, batch_size)])
+    return np.concatenate([_pixcorr_rows(g, r)[:k] for g, r, k in _pixel_batches(gt, rec, protocol, batch_size)])
 
 def pixcorr(gt: np.ndarray, rec: np.ndarray, protocol: str | Protocol = "thesis") -> float:
     "PixCorr: mean over pairs of the pixel-wise Pearson r at 425 x 425 under `protocol`."
@@ -159,16 +169,18 @@ def _ssim_rows(g: torch.Tensor, r: torch.Tensor, p: Protocol) -> np.ndarray:
     w = torch.tensor(_GRAY, dtype=torch.float64).view(1, 3, 1, 1)
     return _ssim_gray((r * w).sum(1, keepdim=True), (g * w).sum(1, keepdim=True), columns=p.ssim == "columns").numpy()
 
-def ssim_per_image(gt: np.ndarray, rec: np.ndarray, protocol: str | Protocol = "thesis", batch_size: int = 32) -> np.ndarray:
+def ssim_per_image(gt: np.ndarray, rec: np.ndarray, protocol: str | Protocol = "thesis",
+                   batch_size: int = PIXEL_BATCH) -> np.ndarray:
     "SSIM of each grayscale pair at 425 x 425 under `protocol` (2-D, or column-wise for `brain-diffuser`): `(n,)` float64."
     p = get_protocol(protocol)
-    return np.concatenate([_ssim_rows(g, r, p) for g, r in _pixel_batches(gt, rec, p, batch_size)])
+    return np.concatenate([_ssim_rows(g, r, p)[:k] for g, r, k in _pixel_batches(gt, rec, p, batch_size)])
 
-def pixel_scores(gt: np.ndarray, rec: np.ndarray, protocol: str | Protocol = "thesis", batch_size: int = 32) -> dict[str, np.ndarray]:
+def pixel_scores(gt: np.ndarray, rec: np.ndarray, protocol: str | Protocol = "thesis",
+                 batch_size: int = PIXEL_BATCH) -> dict[str, np.ndarray]:
     """PixCorr and SSIM of each pair from one resize of each image (the resize to 425 x 425 costs as much as both
     metrics): `{"pixcorr": (n,), "ssim": (n,)}`, the values of `pixcorr_per_image` and `ssim_per_image`."""
     p = get_protocol(protocol)
-    parts = [(_pixcorr_rows(g, r), _ssim_rows(g, r, p)) for g, r in _pixel_batches(gt, rec, p, batch_size)]
+    parts = [(_pixcorr_rows(g, r)[:k], _ssim_rows(g, r, p)[:k]) for g, r, k in _pixel_batches(gt, rec, p, batch_size)]
     return dict(pixcorr=np.concatenate([a for a, _ in parts]), ssim=np.concatenate([b for _, b in parts]))
 
 def ssim(gt: np.ndarray, rec: np.ndarray, protocol: str | Protocol = "thesis") -> float:
@@ -390,10 +402,10 @@ def load_feature_network(name: str, layers: Sequence[str], weights_dir: Path | N
             model = FEATURE_NETWORKS[name].build(weights_dir, random_weights)
         elif name == "clip":
             model = _ClipImageEmbeds(_clip_model(weights_dir, random_weights))
-        else:
+        else:   # the weights are looked for first: building a network initialises its random weights (0.6 s for the four)
+            path = None if random_weights else _find_weights(FEATURE_NETWORKS[name], weights_dir, protocol)
             model = _torchvision_model(name)
-            if not random_weights:
-                path = _find_weights(FEATURE_NETWORKS[name], weights_dir, protocol)
+            if path is not None:
                 log.info("%s: weights %s", name, path)
                 _load_state(model, path, name)
             with warnings.catch_warnings():   # torchvision notes that train-mode graphs differ (Inception's aux head)
