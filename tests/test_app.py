@@ -177,7 +177,10 @@ def test_cli_refuses_bad_options(isolated_env):
 def test_dashboard_in_a_browser(isolated_env, tmp_path, examples):
     t0 = time.time()
     ARTIFACTS.mkdir(exist_ok=True)
-    alice = Server(isolated_env, tmp_path / "alice.log", "--user", "alice", "--max-upload-mb", "8")
+    # alice's page is rendered more than 4 times below (plain GETs, whose kernels never get a websocket, then a page and
+    # its reload), on a fast machine all within the minute after which the 4-page cap frees a closed page's kernel: the
+    # final reload was refused (503). A higher cap keeps this test independent of speed (test_stop.py tests the cap)
+    alice = Server(isolated_env, tmp_path / "alice.log", "--user", "alice", "--max-upload-mb", "8", "--max-sessions", "8")
     bob = Server(isolated_env, tmp_path / "bob.log", "--user", "bob", token="bobs-secret-token")
     db, files = tmp_path / "run" / "app" / "brainrecon.db", tmp_path / "run" / "app" / "files"
     try:
