@@ -17,8 +17,6 @@ import json
 import subprocess
 import sys
 import tempfile
-import time
-from pathlib import Path
 
 import numpy as np
 

@@ -14,7 +14,6 @@ from typing import Callable, Sequence
 import numpy as np
 import pandas as pd
 import torch
-import torch.nn.functional as F
 import torchvision.models as tvm
 from torchvision.models.feature_extraction import create_feature_extractor
 from torchvision.transforms import InterpolationMode
