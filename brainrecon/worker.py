@@ -274,8 +274,10 @@ def _call(url: str, method: str, path: str, body: bytes | None = None, query: di
     except (urllib.error.URLError, ConnectionError, TimeoutError) as e:
         raise WorkerUnavailable(f"no worker at {url}: {getattr(e, 'reason', e)} (start one with `brainrecon worker`)") from None
 
-def _decode_query(steps, scheduler, guidance, seed, user) -> dict:
-    return dict(steps=int(steps), scheduler=scheduler, guidance=float(guidance), seed=int(seed), user=user)
+def _decode_request(tokens, steps, scheduler, guidance, seed, user) -> tuple[bytes, dict]:
+    "A decoding request's body (the tokens as float32 .npy bytes) and query."
+    return (npy_bytes(np.asarray(tokens, np.float32)),
+            dict(steps=int(steps), scheduler=scheduler, guidance=float(guidance), seed=int(seed), user=user))
 
 def _png_array(data: bytes) -> np.ndarray:
     from PIL import Image
@@ -284,14 +286,14 @@ def _png_array(data: bytes) -> np.ndarray:
 def decode_via_worker(url: str, tokens: np.ndarray, *, steps: int, scheduler: str = "ddim", guidance: float = 3.0,
                       seed: int = 0, user: str = "", timeout: float = 600) -> np.ndarray:
     "The image the worker at `url` decodes from `tokens` `(tokens, width)`, waiting for it; a ValueError with a refusal's reason."
-    status, data, _ = _call(url, "POST", "/", npy_bytes(np.asarray(tokens, np.float32)), _decode_query(steps, scheduler, guidance, seed, user), timeout)
+    status, data, _ = _call(url, "POST", "/", *_decode_request(tokens, steps, scheduler, guidance, seed, user), timeout)
     if status != 200: raise ValueError(f"the worker refused the request ({status}): {data.decode(errors='replace')}")
     return _png_array(data)
 
 def submit_decode(url: str, tokens: np.ndarray, *, steps: int, scheduler: str = "ddim", guidance: float = 3.0,
                   seed: int = 0, user: str = "", timeout: float = 30) -> dict:
     "Send a job to the worker at `url`; its record at once (`id`: the job's name, `state`: queued, `decoder`, ...)."
-    status, data, _ = _call(url, "POST", "/jobs", npy_bytes(np.asarray(tokens, np.float32)), _decode_query(steps, scheduler, guidance, seed, user), timeout)
+    status, data, _ = _call(url, "POST", "/jobs", *_decode_request(tokens, steps, scheduler, guidance, seed, user), timeout)
     if status != 202: raise ValueError(f"the worker refused the job ({status}): {data.decode(errors='replace')}")
     return json.loads(data)
 
